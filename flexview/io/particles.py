@@ -91,13 +91,19 @@ class StackImages(ImageSource):
         For each particle, which entry of ``paths`` holds it.
     slice_index : int array (N,)
         0-based image index inside that stack.
+    box : int
+        Expected image edge in pixels (0 when unknown, e.g. every stack is missing).
+    field : str
+        Metadata field that names the stacks (``rlnImageName``, ``blob/path``), used in errors.
     """
 
-    def __init__(self, paths: Sequence[Path], file_index, slice_index, box: int):
+    def __init__(self, paths: Sequence[Path], file_index, slice_index, box: int, *,
+                 field: str = "image name"):
         self.paths = [Path(p) for p in paths]
         self.file_index = np.asarray(file_index, dtype=np.int64)
         self.slice_index = np.asarray(slice_index, dtype=np.int64)
         self.box = int(box)
+        self.field = field
         self._open: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -114,11 +120,22 @@ class StackImages(ImageSource):
         if f not in self._open:
             from flexview.io.mrc import open_stack  # local: mrc imports nothing from here
 
+            if not self.paths[f].is_file():
+                raise FlexviewInputError("image stack not found", self.paths[f], self.field)
             self._open[f] = open_stack(self.paths[f])
         return self._open[f]
 
     def validate(self) -> None:
-        """Check every stack exists, is square at ``box`` and holds every referenced index."""
+        """Check every stack exists, is square at ``box`` and holds every referenced index.
+
+        Raises :class:`FlexviewInputError` naming the stack and the field at fault.
+        """
+        for path in self.missing():
+            raise FlexviewInputError("image stack not found", path, self.field)
+        if self.slice_index.size and self.slice_index.min() < 0:
+            bad = int(np.argmin(self.slice_index))
+            raise FlexviewInputError(f"image index {self.slice_index[bad] + 1} is not a valid image number",
+                                     self.paths[self.file_index[bad]], "image index")
         for f, path in enumerate(self.paths):
             stack = self._stack(f)
             if stack.shape[-2] != stack.shape[-1]:
@@ -139,6 +156,9 @@ class StackImages(ImageSource):
         for f in np.unique(files):
             sel = np.nonzero(files == f)[0]
             stack = self._stack(int(f))
+            if stack.shape[-2:] != (self.box, self.box):
+                raise FlexviewInputError(f"images are {stack.shape[-1]} x {stack.shape[-2]}, expected "
+                                         f"{self.box} x {self.box}", self.paths[f], "image shape")
             slices = self.slice_index[idx[sel]]
             if slices.max() >= stack.shape[0]:
                 raise FlexviewInputError(
@@ -146,6 +166,73 @@ class StackImages(ImageSource):
                     self.paths[f], "image index")
             out[sel] = stack[slices]
         return out
+
+
+class SignedImages(ImageSource):
+    """Images of another source multiplied by a per-particle factor of +1 or -1.
+
+    Used for cryoSPARC ``blob/sign = +1`` stacks, whose contrast is opposite to the RELION
+    convention flexview uses: those images are multiplied by -1 when read.
+    """
+
+    def __init__(self, parent: ImageSource, factors):
+        self.parent, self.box = parent, parent.box
+        self.factors = np.asarray(factors, dtype=np.float32)
+        if len(self.factors) != len(parent):
+            raise ValueError(f"{len(self.factors)} factors for {len(parent)} images")
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def _read(self, idx):
+        return self.parent._read(idx) * self.factors[idx][:, None, None]
+
+    def describe(self, i):
+        return self.parent.describe(i)
+
+
+@dataclass
+class StackReferences:
+    """Where each particle image lives on disk.
+
+    Attributes
+    ----------
+    paths : list of Path
+        Distinct stack files (only those used).
+    file_index, slice_index : int arrays (N,)
+        Entry of ``paths`` and 0-based image number of each particle.
+    factor : float32 array (N,)
+        +1, or -1 where the stored image must be negated to follow the RELION convention.
+    """
+
+    paths: list[Path]
+    file_index: np.ndarray
+    slice_index: np.ndarray
+    factor: np.ndarray
+
+
+def stack_references(images: ImageSource | None) -> StackReferences | None:
+    """Stack file and image number of every image of ``images``; None for in-memory images."""
+    if images is None:
+        return None
+    found = _references(images, np.arange(len(images)))
+    if found is None:
+        return None
+    paths, file_index, slice_index, factor = found
+    used, file_index = np.unique(file_index, return_inverse=True)
+    return StackReferences([paths[i] for i in used], file_index.astype(np.int64), slice_index,
+                           factor.astype(np.float32))
+
+
+def _references(src: ImageSource, rows: np.ndarray):
+    if isinstance(src, StackImages):
+        return src.paths, src.file_index[rows], src.slice_index[rows], np.ones(len(rows))
+    if isinstance(src, SubsetImages):
+        return _references(src.parent, src.rows[rows])
+    if isinstance(src, SignedImages):
+        found = _references(src.parent, rows)
+        return None if found is None else (*found[:3], found[3] * src.factors[rows])
+    return None
 
 
 @dataclass
@@ -175,6 +262,8 @@ class ParticleSet:
         Further per-particle columns (original metadata, latent coordinates), N rows.
     source : Path or None
         The metadata file this set came from.
+    source_format : str
+        Layout of that file: ``"relion-3.0"``, ``"relion-3.1"``, ``"cryosparc"`` or ``""``.
     """
 
     images: ImageSource | None
@@ -188,6 +277,7 @@ class ParticleSet:
     optics: pd.DataFrame = field(default_factory=pd.DataFrame)
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)
     source: Path | None = None
+    source_format: str = ""
 
     def __post_init__(self):
         n = len(self)
@@ -257,3 +347,31 @@ class ParticleSet:
             if not checks[w]:
                 raise FlexviewInputError(f"the particles have no {w.replace('_', ' ')}", self.source,
                                          field_names[w])
+
+
+def read_particles(path: str | Path, project_dir: str | Path | None = None, *,
+                   validate: bool = False) -> ParticleSet:
+    """Read a RELION ``.star`` or cryoSPARC ``.cs`` particle file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The metadata file; its suffix picks the reader.
+    project_dir : str or Path, optional
+        Folder against which image paths are also resolved (RELION project, cryoSPARC project).
+    validate : bool
+        Also open every image stack and check it exists, is square at the right box and holds
+        every referenced image (see :meth:`StackImages.validate`).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".star":
+        from flexview.io.star import read_star  # local: star imports this module
+
+        return read_star(path, project_dir, validate=validate)
+    if suffix == ".cs":
+        from flexview.io.cs import read_cs
+
+        return read_cs(path, project_dir, validate=validate)
+    raise FlexviewInputError(f"unknown particle file type '{path.suffix}' (expected .star or .cs)", path,
+                             "file name")

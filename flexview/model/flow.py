@@ -1,0 +1,81 @@
+"""Flow generator f_θ: latent coordinates z → displacement of every mesh vertex (Å)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+__all__ = ["FlowGenerator", "interpolate_displacement"]
+
+
+class FlowGenerator(nn.Module):
+    """MLP from latents to vertex displacements.
+
+    ``layers`` hidden layers of ``hidden`` units, each ``Linear`` + ReLU, then a final ``Linear``
+    without bias to ``3 · n_vertices`` outputs (GUIDE §4: 6 × 64 by default). Outputs are
+    displacements (x, y, z) in Å; pinned vertices are forced to zero.
+
+    Parameters
+    ----------
+    latent_dim : K, dimension of z.
+    n_vertices : V (may be omitted when ``pinned`` is given).
+    hidden, layers : width and number of hidden layers.
+    pinned : (V,) bool, vertices held fixed.
+    """
+
+    def __init__(self, latent_dim: int = 2, n_vertices: int | None = None, *, hidden: int = 64,
+                 layers: int = 6, pinned=None):
+        super().__init__()
+        if pinned is not None:
+            pinned = torch.as_tensor(np.asarray(pinned, dtype=bool) if not isinstance(pinned, Tensor)
+                                     else pinned).bool().reshape(-1)
+            n_vertices = len(pinned) if n_vertices is None else n_vertices
+            if len(pinned) != n_vertices:
+                raise ValueError(f"pinned has {len(pinned)} entries for {n_vertices} vertices")
+        if n_vertices is None:
+            raise ValueError("FlowGenerator needs n_vertices (or pinned)")
+        self.latent_dim, self.n_vertices = int(latent_dim), int(n_vertices)
+        dims = [self.latent_dim] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(a, b), nn.ReLU()]
+        blocks.append(nn.Linear(dims[-1], 3 * self.n_vertices, bias=False))
+        self.net = nn.Sequential(*blocks)
+        free = torch.ones(self.n_vertices, 1) if pinned is None else (~pinned).float()[:, None]
+        self.register_buffer("free", free)
+
+    @classmethod
+    def for_mesh(cls, mesh, latent_dim: int = 2, **kwargs) -> "FlowGenerator":
+        """A generator for ``mesh`` (a TetMesh), honouring its pinned vertices."""
+        return cls(latent_dim, mesh.n_vertices, pinned=mesh.pinned, **kwargs)
+
+    def forward(self, z: Float[Tensor, "batch latent"]) -> Float[Tensor, "batch vertices 3"]:
+        """Vertex displacements in Å, (B, V, 3)."""
+        out = self.net(z).reshape(z.shape[0], self.n_vertices, 3)
+        return out * self.free
+
+
+def interpolate_displacement(vertex_disp: Float[Tensor, "batch vertices 3"],
+                             cells: Int[Tensor, "points 4"],
+                             bary: Float[Tensor, "points 4"]) -> Float[Tensor, "batch points 3"]:
+    """Displacement at points from their cell's vertices: ``u(p) = Σ_i b_i u_{v_i}``.
+
+    Parameters
+    ----------
+    vertex_disp : (B, V, 3) Å.
+    cells : (P, 4) vertex indices of each point's cell (rows of -1 for points outside the mesh).
+    bary : (P, 4) barycentric coordinates.
+
+    Returns
+    -------
+    (B, P, 3) Å; zero for points outside the mesh.
+    """
+    inside = cells[:, :1] >= 0
+    weights = (bary * inside).to(vertex_disp.dtype)
+    idx = cells.clamp(min=0)
+    out = None
+    for k in range(4):
+        term = vertex_disp.index_select(1, idx[:, k]) * weights[:, k, None]
+        out = term if out is None else out + term
+    return out

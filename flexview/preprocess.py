@@ -1,0 +1,196 @@
+"""Image and map preprocessing: Fourier cropping, background normalisation, noise spectra.
+
+Functions take NumPy arrays or torch tensors and return the same kind. Images are stacks
+``[n, y, x]`` (square), maps ``[z, y, x]`` (cubic); the centre is the pixel with index ``N // 2``,
+as everywhere in flexview. Large stacks should be passed in batches.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flexview.errors import FlexviewInputError
+from flexview.model.grid import radial_index
+
+ArrayLike = np.ndarray | Tensor
+
+
+def _as_tensor(x: ArrayLike) -> tuple[Tensor, bool]:
+    """(float tensor, whether the input was NumPy)."""
+    if isinstance(x, Tensor):
+        return (x if x.is_floating_point() else x.float()), False
+    a = np.asarray(x)
+    return torch.from_numpy(a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)), True
+
+
+def _back(t: Tensor, to_numpy: bool) -> ArrayLike:
+    return t.detach().cpu().numpy() if to_numpy else t
+
+
+def _check_square(x: Tensor, ndim: int, what: str) -> int:
+    shape = tuple(x.shape[-ndim:])
+    if x.ndim < ndim or len(set(shape)) != 1:
+        raise FlexviewInputError(f"expected {'square images' if ndim == 2 else 'a cubic map'}, found shape "
+                                 f"{tuple(x.shape)}", None, what)
+    return shape[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fourier cropping
+# ----------------------------------------------------------------------------------------------
+
+def _fourier_crop(x: Tensor, new_box: int, ndim: int) -> Tensor:
+    """Keep the central ``new_box`` Fourier samples along the last ``ndim`` axes (sample-preserving)."""
+    box = x.shape[-1]
+    dims = tuple(range(-ndim, 0))
+    spectrum = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
+    start = box // 2 - new_box // 2
+    index = (Ellipsis,) + (slice(start, start + new_box),) * ndim
+    cropped = torch.fft.ifftshift(spectrum[index], dim=dims)
+    out = torch.fft.fftshift(torch.fft.ifftn(cropped, dim=dims), dim=dims).real
+    return out * (new_box / box) ** ndim
+
+
+def _check_new_box(new_box: int, box: int) -> None:
+    if not 1 <= new_box <= box:
+        raise FlexviewInputError(f"new box {new_box} must be between 1 and the current box {box}", None,
+                                 "new_box")
+
+
+def fourier_crop(images: ArrayLike, new_box: int, pixel_size: float = 1.0) -> tuple[ArrayLike, float]:
+    """Downsample images by cropping their centred Fourier transform.
+
+    Parameters
+    ----------
+    images : array (n, N, N) or (N, N)
+    new_box : int
+        M ≤ N, the new edge length in pixels.
+    pixel_size : float
+        Å per pixel of ``images``.
+
+    Returns
+    -------
+    cropped : array (n, M, M), same dtype and kind as ``images``
+    new_pixel_size : float
+        ``pixel_size · N / M`` in Å.
+
+    Notes
+    -----
+    Values are *sample-preserving*: the result samples the same band-limited function on the
+    coarser grid, so a constant image keeps its value and a projection (a line integral, in
+    density units × Å) stays comparable pixel by pixel; the image sum shrinks by (M/N)². The phase
+    origin is pixel N//2, which lands on pixel M//2. For even M the Nyquist row and column are
+    taken as they are and the real part of the inverse transform is returned.
+    """
+    x, was_numpy = _as_tensor(images)
+    box = _check_square(x, 2, "images")
+    _check_new_box(new_box, box)
+    return _back(_fourier_crop(x, new_box, 2), was_numpy), float(pixel_size) * box / new_box
+
+
+def fourier_crop_volume(volume: ArrayLike, new_box: int, voxel_size: float = 1.0) -> tuple[ArrayLike, float]:
+    """Downsample a map ``[z, y, x]`` (N³) to M³ by Fourier cropping; returns (map, voxel_size · N / M).
+
+    Sample-preserving like :func:`fourier_crop`: density values keep their scale.
+    """
+    x, was_numpy = _as_tensor(volume)
+    box = _check_square(x, 3, "volume")
+    _check_new_box(new_box, box)
+    return _back(_fourier_crop(x, new_box, 3), was_numpy), float(voxel_size) * box / new_box
+
+
+# ----------------------------------------------------------------------------------------------
+# normalisation and noise
+# ----------------------------------------------------------------------------------------------
+
+def background_mask(box: int, mask_radius_px: float | None) -> Tensor:
+    """Boolean ``[box, box]``: True outside the circle of ``mask_radius_px`` around pixel (N//2, N//2).
+
+    ``None`` selects every pixel (images of pure noise).
+    """
+    if mask_radius_px is None:
+        return torch.ones(box, box, dtype=torch.bool)
+    axis = torch.arange(box, dtype=torch.float64) - box // 2
+    r2 = axis[:, None] ** 2 + axis[None, :] ** 2
+    mask = r2 > float(mask_radius_px) ** 2
+    if mask.sum() < 2:
+        raise FlexviewInputError(f"a mask radius of {mask_radius_px} px leaves no background in a {box} px box",
+                                 None, "mask_radius_px")
+    return mask
+
+
+def normalise(images: ArrayLike, mask_radius_px: float | None) -> ArrayLike:
+    """Scale each image so that its background has mean 0 and standard deviation 1.
+
+    Parameters
+    ----------
+    images : array (n, N, N)
+    mask_radius_px : float or None
+        Pixels farther than this from the centre (N//2, N//2) are background; None uses every pixel.
+
+    Returns
+    -------
+    array (n, N, N): ``(image − mean_bg) / std_bg`` per image (population std).
+    """
+    x, was_numpy = _as_tensor(images)
+    box = _check_square(x, 2, "images")
+    background = x[..., background_mask(box, mask_radius_px).to(x.device)]
+    mean = background.mean(dim=-1)
+    std = background.std(dim=-1, correction=0)
+    if not bool((std > 0).all()):
+        raise FlexviewInputError("an image has a constant background and cannot be normalised", None, "images")
+    return _back((x - mean[..., None, None]) / std[..., None, None], was_numpy)
+
+
+def noise_power_spectrum(images: ArrayLike, mask_radius_px: float | None = None) -> ArrayLike:
+    """Radially averaged noise power of a stack, per Fourier shell, from its background pixels.
+
+    Parameters
+    ----------
+    images : array (n, N, N)
+    mask_radius_px : float or None
+        Background = pixels farther than this from the centre; None uses whole images (noise-only
+        images, e.g. from empty areas).
+
+    Returns
+    -------
+    array (N//2 + 1,), float64
+        ``power[s]`` for the shell of radius ``s`` Fourier pixels, i.e. ``|k| ≈ s / (N · pixel_size)``
+        (see :func:`shell_frequencies`). Units: image value², normalised as a per-pixel variance:
+        white noise of variance σ² gives σ² in every shell (equivalently, the variance of a
+        coefficient of the orthonormal DFT). The background mean of each image is removed first,
+        so the DC shell cannot be estimated and is set equal to shell 1.
+
+    Notes
+    -----
+    With a mask ``w`` of ``n_bg`` pixels, ``|FT((x − mean)·w)|²`` has expectation
+    ``σ² (n_bg − |W(k)|² / n_bg)`` for white noise (``W`` = FT of ``w``); that is the divisor
+    used, so white noise is estimated without bias at every k ≠ 0 whatever the mask.
+    """
+    x, was_numpy = _as_tensor(images)
+    box = _check_square(x, 2, "images")
+    x = x.reshape(-1, box, box).to(torch.float64)
+    w = background_mask(box, mask_radius_px).to(torch.float64)
+    n_bg = w.sum()
+    mean = (x * w).sum(dim=(-2, -1)) / n_bg
+    power = torch.fft.fft2((x - mean[:, None, None]) * w).abs().square().mean(dim=0)
+    expected = n_bg - torch.fft.fft2(w).abs().square() / n_bg
+    per_frequency = torch.where(expected > 1e-9 * n_bg, power / expected.clamp_min(1e-30), torch.nan)
+    shells = _shell_average(per_frequency, radial_index(box, rfft=False), box // 2 + 1)
+    shells[0] = shells[1]
+    return _back(shells, was_numpy)
+
+
+def _shell_average(values: Tensor, shell: Tensor, n_shells: int) -> Tensor:
+    """Mean of ``values`` over each integer shell 0 .. n_shells-1 (NaN entries skipped)."""
+    keep = (shell < n_shells) & ~torch.isnan(values)
+    s, v = shell[keep], values[keep]
+    total = torch.zeros(n_shells, dtype=values.dtype).index_add_(0, s, v)
+    count = torch.zeros(n_shells, dtype=values.dtype).index_add_(0, s, torch.ones_like(v))
+    return total / count
+
+
+def shell_frequencies(box: int, pixel_size: float) -> np.ndarray:
+    """Spatial frequency (Å⁻¹) of each shell of :func:`noise_power_spectrum`, shape (box//2 + 1,)."""
+    return np.arange(box // 2 + 1) / (box * pixel_size)

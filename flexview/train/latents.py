@@ -1,0 +1,146 @@
+"""Per-particle latent coordinates (auto-decoder): initialisation and inference.
+
+Inference treats the model as a black box ``objective(z) -> (B,)``: the negative log posterior
+of each particle (data term + prior), so the same code serves training, reconstruction and tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flexview.errors import FlexviewInputError
+
+Objective = Callable[[Tensor], Tensor]
+
+
+def init_latents(how: str, n: int, dim: int, *, images: Callable[[np.ndarray], np.ndarray] | None = None,
+                 seed: int = 0) -> np.ndarray:
+    """Initial latent table, shape (n, dim) float32.
+
+    Parameters
+    ----------
+    how : str
+        ``"zeros"``; ``"pca"`` (first ``dim`` principal components of the low-passed particle
+        images, scaled to unit variance); or the path of a ``.npy`` (n × dim) or ``.cs`` file
+        (fields ``components_mode_k/value`` as written by cryoSPARC 3DVA).
+    images : callable, optional
+        ``images(rows) -> (len(rows), H, W)`` array, required for ``"pca"``.
+    """
+    if how == "zeros":
+        return np.zeros((n, dim), dtype=np.float32)
+    if how == "pca":
+        if images is None:
+            raise ValueError("PCA initialisation needs the particle images")
+        return pca_latents(images, n, dim, seed=seed)
+    return load_latents_file(Path(how), n, dim)
+
+
+def load_latents_file(path: Path, n: int, dim: int) -> np.ndarray:
+    """Latents from a ``.npy`` table or a cryoSPARC ``.cs`` with 3DVA components."""
+    if not path.is_file():
+        raise FlexviewInputError("latent file not found", path)
+    table = np.load(path, allow_pickle=False)
+    if table.dtype.names:
+        names = [f"components_mode_{k}/value" for k in range(dim)]
+        missing = [f for f in names if f not in table.dtype.names]
+        if missing:
+            raise FlexviewInputError("no 3DVA components for the requested latent dimension", path, missing[0])
+        table = np.stack([table[f] for f in names], axis=1)
+    table = np.asarray(table, dtype=np.float32).reshape(len(table), -1)
+    if table.shape != (n, dim):
+        raise FlexviewInputError(f"expected {n} × {dim} latents, found {table.shape[0]} × {table.shape[1]}",
+                                 path, "shape")
+    if not np.isfinite(table).all():
+        raise FlexviewInputError("latents contain NaN or infinite values", path, "values")
+    std = table.std(axis=0)
+    return (table - table.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def pca_latents(images: Callable[[np.ndarray], np.ndarray], n: int, dim: int, *, seed: int = 0,
+                max_fit: int = 5000) -> np.ndarray:
+    """Project every particle on the top ``dim`` principal components of the images.
+
+    The components are fitted on at most ``max_fit`` particles; each output axis has unit variance.
+    """
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, size=min(n, max_fit), replace=False))
+    sample = images(fit_rows).reshape(len(fit_rows), -1).astype(np.float64)
+    mean = sample.mean(axis=0)
+    _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
+    basis = vt[:dim].T
+    out = np.empty((n, dim), dtype=np.float64)
+    for start in range(0, n, 2048):
+        rows = np.arange(start, min(n, start + 2048))
+        out[rows] = (images(rows).reshape(len(rows), -1) - mean) @ basis
+    out = (out - out.mean(axis=0)) / np.maximum(out.std(axis=0), 1e-12)
+    return out.astype(np.float32)
+
+
+@torch.no_grad()
+def coordinate_descent(objective: Objective, z: Tensor, *, step: float = 0.25, sweeps: int = 2,
+                       max_move: float = 2.0) -> Tensor:
+    """Minimise ``objective`` over each latent axis in turn by parabolic line search.
+
+    For every axis the objective is probed at ``z ± step``; the vertex of the parabola through the
+    three values is taken (clipped to ``± max_move · step``) when it lowers the objective, otherwise
+    the best probe is kept. Scale-free: needs no learning rate.
+
+    Parameters
+    ----------
+    objective : callable
+        ``objective(z) -> (B,)`` per-particle cost for ``z`` of shape (B, K).
+    z : Tensor (B, K)
+        Starting points (current latents).
+
+    Returns
+    -------
+    Tensor (B, K): improved latents; no particle's cost increases.
+    """
+    z = z.clone()
+    best = objective(z)
+    for _ in range(sweeps):
+        for k in range(z.shape[1]):
+            e = torch.zeros_like(z)
+            e[:, k] = step
+            f_minus, f_plus = objective(z - e), objective(z + e)
+            curvature = f_plus + f_minus - 2.0 * best
+            t = torch.where(curvature > 0, 0.5 * (f_minus - f_plus) / curvature.clamp_min(1e-30),
+                            torch.where(f_plus < f_minus, max_move, -max_move))
+            t = t.clamp(-max_move, max_move)
+            candidates = torch.stack([z[:, k] - step, z[:, k] + step, z[:, k] + t * step])
+            z_try = z.clone()
+            z_try[:, k] = candidates[2]
+            values = torch.stack([f_minus, f_plus, objective(z_try)])
+            values = torch.cat([values, best[None]])
+            choice = values.argmin(dim=0)
+            keep = choice == 3
+            new_k = candidates.gather(0, choice.clamp_max(2)[None]).squeeze(0)
+            z[:, k] = torch.where(keep, z[:, k], new_k)
+            best = values.min(dim=0).values
+    return z
+
+
+def gradient_descent(objective: Objective, z: Tensor, *, steps: int = 3, step: float = 0.25) -> Tensor:
+    """A few normalised gradient steps per particle (for K > 3), never increasing the cost.
+
+    Each step moves ``z`` by ``step`` (prior σ units, halved on every step) along the negative
+    gradient direction of that particle's cost; a move that raises the cost is rejected.
+    """
+    z = z.detach().clone()
+    with torch.no_grad():
+        best = objective(z)
+    for i in range(steps):
+        zg = z.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(zg).sum(), zg)
+        direction = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        with torch.no_grad():
+            z_try = z - step * 0.5**i * direction
+            value = objective(z_try)
+            better = value < best
+            z = torch.where(better[:, None], z_try, z)
+            best = torch.where(better, value, best)
+    return z

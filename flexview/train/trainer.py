@@ -1,0 +1,220 @@
+"""The 3DFlex training loop: latent inference, block coordinate descent, frequency marching.
+
+:meth:`Trainer.iterate` is a generator that yields one :class:`Progress` record per iteration,
+so a command-line progress bar and a napari ``thread_worker`` (pause, resume, stop) drive the
+same loop.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flexview.model.forward import FlexForwardModel
+from flexview.model.grid import fft2_centered
+from flexview.model.loss import data_loss
+from flexview.model.rigidity import latent_prior
+from flexview.train.config import TrainConfig
+from flexview.train.data import Batch, TrainingData
+from flexview.train.latents import coordinate_descent, gradient_descent
+from flexview.train.schedule import Schedule
+
+
+@dataclass
+class Progress:
+    """What one iteration did (one row of ``log.csv``)."""
+
+    iteration: int
+    total: int
+    epoch: int
+    block: str
+    band_A: float
+    data: float
+    rigidity: float
+    prior: float
+    seconds: float
+
+    def row(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Fits the canonical map, the flow generator and the latent table to the particles.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    data : TrainingData (all particles of the input, at the training box)
+    model : FlexForwardModel on ``device``
+    latents : ndarray (M, K), one row per particle of ``data``
+    noise_weight : Tensor (R,), per-shell weights of the data term (see :mod:`calibrate`)
+    train_rows : rows of ``data`` used for training (default all)
+    """
+
+    def __init__(self, config: TrainConfig, data: TrainingData, model: FlexForwardModel,
+                 latents: np.ndarray, noise_weight: Tensor, device, train_rows=None):
+        self.cfg, self.data, self.model, self.device = config, data, model, torch.device(device)
+        self.latents = torch.as_tensor(latents, dtype=torch.float32).clone()
+        self.noise_weight = noise_weight.to(self.device)
+        self.train_rows = np.arange(len(data)) if train_rows is None else np.asarray(train_rows)
+        self.iteration = 0
+        self.micro_batches = 1
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.opt_flow = torch.optim.Adam(model.flow.parameters(), lr=config.lr_flow)
+        v_scale = float(model.canonical.volume.detach().std()) or 1.0
+        self.opt_map = torch.optim.Adam([model.canonical.volume], lr=config.lr_map * v_scale)
+        self.schedule = self._make_schedule()
+        self.messages: list[str] = []
+
+    # ---------------------------------------------------------------- schedule
+    @property
+    def iters_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.train_rows) / self.cfg.batch_size))
+
+    @property
+    def total_iters(self) -> int:
+        return self.cfg.epochs * self.iters_per_epoch
+
+    def _make_schedule(self) -> Schedule:
+        nyquist = 2.0 * self.data.pixel_size
+        end = self.cfg.band_end_A or nyquist
+        start = self.cfg.band_start_A or max(4.0 * nyquist, end)
+        return Schedule(self.total_iters, self.cfg.flow_iters, self.cfg.map_iters, start, end,
+                        self.cfg.march_fraction)
+
+    def _batch_rows(self, it: int) -> np.ndarray:
+        """Rows of iteration ``it``: a fresh permutation each epoch, fixed by the seed."""
+        epoch, k = divmod(it, self.iters_per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.train_rows), generator=g).numpy()
+        bs = self.cfg.batch_size
+        return self.train_rows[perm[k * bs:(k + 1) * bs]]
+
+    # ---------------------------------------------------------------- objective
+    def band_radius_px(self, band_A: float) -> float:
+        return self.data.box * self.data.pixel_size / band_A
+
+    def data_term(self, z: Tensor | None, batch: Batch, radius_px: float) -> Tensor:
+        """Negative log-likelihood of each particle of ``batch`` under the model at ``z``, (B,)."""
+        model = fft2_centered(self.model.project(z, batch.rotations, batch.origins_A)) * batch.ctf
+        return data_loss(model, batch.spectra, noise_weight=self.noise_weight, band_limit=radius_px)
+
+    def infer_latents(self, batch: Batch, z: Tensor, radius_px: float) -> Tensor:
+        """Improve the latents of ``batch`` with the model fixed (coordinate or gradient descent)."""
+        def objective(zz):
+            return self.data_term(zz, batch, radius_px) + self.cfg.prior_weight * latent_prior(zz)
+
+        if self.cfg.latent_inference == "gradient":
+            return gradient_descent(objective, z, steps=self.cfg.latent_steps, step=self.cfg.latent_step)
+        return coordinate_descent(objective, z, step=self.cfg.latent_step, sweeps=self.cfg.latent_steps)
+
+    # ---------------------------------------------------------------- one iteration
+    def step(self) -> Progress:
+        """Run iteration ``self.iteration`` and advance."""
+        t0 = time.perf_counter()
+        it = self.iteration
+        block, band = self.schedule.block(it), self.schedule.band_limit_A(it)
+        self.model.canonical.set_band_limit(resolution_A=band)
+        radius = self.band_radius_px(band)
+        rows = self._batch_rows(it)
+        batch = self.data.batch(rows, self.device)
+        z = self.latents[rows].to(self.device)
+        epoch = it // self.iters_per_epoch
+        if block == "flow" and epoch >= self.cfg.fixed_latent_epochs:
+            z = self.infer_latents(batch, z, radius)
+            self.latents[rows] = z.cpu()
+        losses = self._update(block, batch, z, radius)
+        self.iteration += 1
+        return Progress(it, self.total_iters, epoch, block, band, *losses, time.perf_counter() - t0)
+
+    def _update(self, block: str, batch: Batch, z: Tensor, radius: float) -> tuple[float, float, float]:
+        """One Adam step on the flow (``block == "flow"``) or on the canonical map."""
+        opt = self.opt_flow if block == "flow" else self.opt_map
+        self.model.canonical.volume.requires_grad_(block == "map")
+        self.model.flow.requires_grad_(block == "flow")
+        if block == "flow":
+            noise = torch.randn(z.shape, generator=self.generator).to(self.device)
+            z = z + self.cfg.latent_noise * noise
+        while True:
+            try:
+                opt.zero_grad(set_to_none=True)
+                data, rigid = self._accumulate(block, batch, z, radius)
+                opt.step()
+                break
+            except torch.OutOfMemoryError:
+                if len(batch.rows) // self.micro_batches <= 1:
+                    raise
+                self.micro_batches *= 2
+                self.messages.append(f"out of memory: splitting each batch into {self.micro_batches} parts")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        self.model.canonical.volume.requires_grad_(True)
+        self.model.flow.requires_grad_(True)
+        return data, rigid, float(latent_prior(z).mean())
+
+    def _accumulate(self, block, batch: Batch, z: Tensor, radius: float) -> tuple[float, float]:
+        """Gradients of the batch loss, summed over ``micro_batches`` parts."""
+        n = len(batch.rows)
+        parts = np.array_split(np.arange(n), self.micro_batches)
+        data_total = 0.0
+        for part in parts:
+            idx = torch.as_tensor(part, device=self.device)
+            sub = Batch(batch.rows[part], batch.spectra[idx], batch.ctf[idx], batch.rotations[idx],
+                        batch.origins_A[idx])
+            loss = self.data_term(z[idx], sub, radius).sum() / n
+            loss.backward()
+            data_total += float(loss)
+        rigid = 0.0
+        if block == "flow" and self.cfg.rigidity_weight > 0:
+            zs = z[: self.cfg.rigidity_samples]
+            r = self.model.rigidity(zs).mean()
+            (self.cfg.rigidity_weight * r).backward()
+            rigid = float(r)
+        return data_total, rigid
+
+    # ---------------------------------------------------------------- loop
+    def iterate(self):
+        """Yield a :class:`Progress` after every iteration until the run is complete."""
+        while self.iteration < self.total_iters:
+            yield self.step()
+
+    def embed(self, rows: np.ndarray, *, chunk: int = 500, sweeps: int = 3) -> None:
+        """Infer the latents of ``rows`` with the model fixed, at the final band limit."""
+        radius = self.band_radius_px(self.schedule.band_end_A)
+        self.model.canonical.set_band_limit(resolution_A=self.schedule.band_end_A)
+        for start in range(0, len(rows), chunk):
+            sel = rows[start:start + chunk]
+            batch = self.data.batch(sel, self.device)
+            z = self.latents[sel].to(self.device)
+            for _ in range(sweeps):
+                z = self.infer_latents(batch, z, radius)
+            self.latents[sel] = z.cpu()
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "micro_batches": self.micro_batches,
+            "flow": self.model.flow.state_dict(),
+            "canonical": self.model.canonical.state_dict(),
+            "opt_flow": self.opt_flow.state_dict(),
+            "opt_map": self.opt_map.state_dict(),
+            "latents": self.latents.clone(),
+            "noise_weight": self.noise_weight.cpu(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        self.micro_batches = int(state["micro_batches"])
+        self.model.flow.load_state_dict(state["flow"])
+        self.model.canonical.load_state_dict(state["canonical"])
+        self.opt_flow.load_state_dict(state["opt_flow"])
+        self.opt_map.load_state_dict(state["opt_map"])
+        self.latents = state["latents"].clone()
+        self.noise_weight = state["noise_weight"].to(self.device)
+        self.generator.set_state(state["generator"])

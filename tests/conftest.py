@@ -1,0 +1,76 @@
+"""Shared pytest fixtures. Engineers append fixtures here; keep each one small and documented."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` next to the repository root; the test is skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def make_particle_set(folder: Path, n: int = 6, box: int = 16, pixel_size: float = 2.0, seed: int = 0,
+                      groups: tuple[int, ...] = (1, 2)):
+    """A small ParticleSet whose images live in two ``.mrcs`` stacks under ``folder``.
+
+    Random poses (one at tilt 0, the gimbal-lock case), origins in Å, CTF with per-group voltage,
+    alternating half sets, optics groups cycling through ``groups``, and extra columns
+    (``rlnMicrographName`` text, ``rlnCoordinateX`` float). Returns ``(particles, images)`` with
+    ``images`` the ``[n, box, box]`` float32 pixels as written.
+    """
+    from flexview.io.mrc import write_stack
+    from flexview.io.particles import ParticleSet, StackImages
+    from flexview.model.ctf import CTFParams
+    from flexview.model.pose import euler_to_matrix, random_rotations
+
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    images = rng.normal(size=(n, box, box)).astype(np.float32)
+    half = n // 2
+    write_stack(folder / "stacks" / "a.mrcs", images[:half], pixel_size)
+    write_stack(folder / "stacks" / "b.mrcs", images[half:], pixel_size)
+    file_index = np.r_[np.zeros(half, int), np.ones(n - half, int)]
+    slice_index = np.r_[np.arange(half), np.arange(n - half)]
+    source = StackImages([folder / "stacks" / "a.mrcs", folder / "stacks" / "b.mrcs"], file_index,
+                         slice_index, box)
+    rotations = random_rotations(n, rng)
+    rotations[0] = euler_to_matrix(30.0, 0.0, 0.0)
+    group = np.array([groups[i % len(groups)] for i in range(n)])
+    voltage = np.where(group == groups[0], 300.0, 200.0)
+    defocus_u = rng.uniform(10000, 25000, n)
+    ctf = CTFParams(defocus_u=defocus_u, defocus_v=defocus_u - rng.uniform(0, 1000, n),
+                    defocus_angle_deg=rng.uniform(-180, 180, n), voltage_kv=voltage, cs_mm=2.7,
+                    amp_contrast=0.1, phase_shift_deg=rng.uniform(0, 90, n), bfactor=rng.uniform(0, 50, n),
+                    scale=rng.uniform(0.5, 1.5, n))
+    optics = pd.DataFrame({"rlnOpticsGroup": sorted(set(groups)),
+                           "rlnOpticsGroupName": [f"grid{g}" for g in sorted(set(groups))],
+                           "rlnMicrographOriginalPixelSize": 1.0})
+    extra = pd.DataFrame({"rlnMicrographName": [f"mic_{i // 2:03d}.mrc" for i in range(n)],
+                          "rlnCoordinateX": rng.uniform(0, 4000, n)})
+    particles = ParticleSet(images=source, pixel_size=pixel_size, box=box, rotations=rotations,
+                            origins_A=rng.uniform(-5, 5, (n, 2)), ctf=ctf,
+                            half_set=(np.arange(n) % 2).astype(np.int8), optics_group=group, optics=optics,
+                            extra=extra)
+    return particles, images
+
+
+@pytest.fixture
+def particle_set(tmp_path):
+    """``(particles, images)`` from :func:`make_particle_set` in a fresh temporary folder."""
+    return make_particle_set(tmp_path)
+
+
+@pytest.fixture
+def make_particles():
+    """The :func:`make_particle_set` factory, for tests that need several sets or other sizes."""
+    return make_particle_set
