@@ -10,6 +10,7 @@ memory (CUDA: max_memory_allocated; CPU: peak resident set size of the process s
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -60,19 +61,23 @@ def inputs(n: int, box: int, device: str, rng: np.random.Generator):
     return z, rot, origins, ctf, target
 
 
-def timed(fn, device: str, min_time: float) -> float:
-    """Seconds per call (after one warm-up call), averaged over at least ``min_time`` s."""
+def timed(fn, device: str, min_time: float) -> tuple[float, float]:
+    """(wall, CPU) seconds per call after one warm-up call, averaged over ≥ ``min_time`` s.
+
+    The CPU time (this process, all threads) is less sensitive than the wall time to other
+    processes competing for the cores.
+    """
     fn()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
         calls += 1
         sync()
         elapsed = time.perf_counter() - start
         if elapsed >= min_time:
-            return elapsed / calls
+            return elapsed / calls, (time.process_time() - cpu) / calls
 
 
 def peak_memory_mb(device: str) -> float:
@@ -96,10 +101,10 @@ def run(box: int, kernel: str, device: str, batch: int, min_time: float) -> None
         model.zero_grad(set_to_none=True)
         data_loss(model.render_spectra(z, rot, origins, ctf), target).sum().backward()
 
-    t_f = timed(forward, device, min_time)
-    t_fb = timed(forward_backward, device, min_time)
-    print(f"{box:5d} {kernel:7s} {model.canonical.n_masked:9d} {mesh.n_vertices:6d} {batch:6d} "
-          f"{batch / t_f:11.0f} {batch / t_fb:11.0f} {peak_memory_mb(device):10.0f}", flush=True)
+    (t_f, c_f), (t_fb, c_fb) = timed(forward, device, min_time), timed(forward_backward, device, min_time)
+    print(f"{box:5d} {kernel:7s} {model.canonical.n_masked:8d} {mesh.n_vertices:6d} {batch:6d} "
+          f"{batch / t_f:10.0f} {batch / t_fb:10.0f} {batch / c_f:10.0f} {batch / c_fb:10.0f} "
+          f"{peak_memory_mb(device):8.0f}", flush=True)
 
 
 def main() -> None:
@@ -114,8 +119,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = args.batch or (512 if args.device.startswith("cuda") else 64)
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("  box kernel   voxels  verts  batch   fwd img/s  f+b img/s  peak MB")
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("                                       images / wall s     images / CPU s")
+    print("  box kernel   voxels  verts  batch        fwd        f+b        fwd        f+b  peak MB")
     for box in args.boxes:
         for kernel in args.kernels:
             run(box, kernel, args.device, batch, args.min_time)

@@ -74,3 +74,41 @@ def particle_set(tmp_path):
 def make_particles():
     """The :func:`make_particle_set` factory, for tests that need several sets or other sizes."""
     return make_particle_set
+
+
+@pytest.fixture(scope="session")
+def tiny_flex_dataset(tmp_path_factory):
+    """A tiny synthetic hinge data set written by :func:`flexview.synth.make_dataset`
+    (40 particles, box 24, SNR 1): its folder holds particles.star/.cs/.mrcs and consensus.mrc."""
+    from flexview.synth import make_dataset
+
+    folder = tmp_path_factory.mktemp("tiny_flex_dataset")
+    make_dataset(folder, kind="hinge", n_particles=40, box=24, snr=1.0, seed=3)
+    return folder
+
+
+def tiny_train_config(dataset: Path, **changes):
+    """A TrainConfig that trains on ``dataset`` in a second or two (box 16, 1 epoch, CPU)."""
+    from flexview.train import TrainConfig
+
+    values = dict(particles=str(dataset / "particles.star"), consensus_map=str(dataset / "consensus.mrc"),
+                  box=16, epochs=1, batch_size=20, cells_across=6, hidden=16, layers=3, device="cpu",
+                  checkpoint_every=1)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_flex_run(tiny_flex_dataset, tmp_path_factory) -> Path:
+    """A run folder trained for one epoch on :func:`tiny_flex_dataset` (K = 2)."""
+    from flexview.train import TrainingSession
+
+    out = tmp_path_factory.mktemp("tiny_flex_run") / "run"
+    TrainingSession.start(tiny_train_config(tiny_flex_dataset), out).run()
+    return out
+
+
+@pytest.fixture
+def make_tiny_config():
+    """The :func:`tiny_train_config` factory: ``make_tiny_config(dataset_folder, **changes)``."""
+    return tiny_train_config

@@ -1,8 +1,9 @@
 """The 3DFlex image model: poses, CTF, grids, mesh, flow, convection/projection, losses."""
 from flexview.model.canonical import CanonicalMap
-from flexview.model.convect import KERNELS, convect_project, convect_volume, image_coords
+from flexview.model.convect import (KERNELS, convect_project, convect_volume, image_coords,
+                                    projection_affine)
 from flexview.model.ctf import CTFParams, electron_wavelength, evaluate_ctf
-from flexview.model.flow import FlowGenerator, interpolate_displacement
+from flexview.model.flow import FlowGenerator, VertexInterpolator, interpolate_displacement
 from flexview.model.forward import FlexForwardModel
 from flexview.model.grid import (centre_index, coords_to_index, fft2_centered, fftn_centered,
                                  ifft2_centered, ifftn_centered, image_frequencies, index_to_coords,
@@ -18,9 +19,9 @@ from flexview.model.rigidity import (cell_affine, deformation_gradient, latent_p
                                      polar_rotation, rigidity_from_gradient, rigidity_loss)
 
 __all__ = [
-    "CanonicalMap", "KERNELS", "convect_project", "convect_volume", "image_coords",
+    "CanonicalMap", "KERNELS", "convect_project", "convect_volume", "image_coords", "projection_affine",
     "CTFParams", "electron_wavelength", "evaluate_ctf",
-    "FlowGenerator", "interpolate_displacement", "FlexForwardModel",
+    "FlowGenerator", "VertexInterpolator", "interpolate_displacement", "FlexForwardModel",
     "centre_index", "coords_to_index", "fft2_centered", "fftn_centered", "ifft2_centered",
     "ifftn_centered", "image_frequencies", "index_to_coords", "radial_index", "shift_phase",
     "to_numpy", "volume_frequencies", "voxel_coords",

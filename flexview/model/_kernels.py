@@ -14,7 +14,9 @@ Kernels
 
 The scatter is an autograd ``Function`` whose backward gathers the incoming gradient at the same
 taps, so nothing of size (batch × points × taps) is kept between forward and backward. Work is
-chunked over the batch so that memory stays bounded.
+chunked over the batch so that memory stays bounded (and, on CPU, in cache). Points are scattered
+onto a grid padded by T + 1 nodes per side, then cropped; coordinates are clamped into the padding,
+so no per-tap bounds checks are needed.
 """
 from __future__ import annotations
 
@@ -78,50 +80,78 @@ def kernel_value(t: Tensor, kernel: str) -> Tensor:
     return torch.where(a <= 1.0, inner, torch.where(a < 2.0, outer, torch.zeros_like(a)))
 
 
-def _axis_taps(c: Tensor, n: int, kernel: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Tap indices (clamped into [0, n)), weights and derivatives along one axis; (..., T) each.
-
-    Taps outside the grid get weight 0 (and derivative 0).
-    """
-    first, taps = _TAPS[kernel]
-    base = torch.floor(c)
-    w, dw = kernel_weights(c - base, kernel)
-    idx = base.long()[..., None] + torch.arange(first, first + taps, device=c.device)
-    valid = (idx >= 0) & (idx < n)
-    return idx.clamp_(0, n - 1), w * valid, dw * valid
+def _padded(shape: tuple[int, ...], kernel: str) -> tuple[int, ...]:
+    """Grid with ``T + 1`` extra nodes on each side, where clamped points' taps land harmlessly."""
+    return tuple(n + 2 * _pad(kernel) for n in shape)
 
 
-def _spread(t: Tensor, axis: int, ndim: int) -> Tensor:
-    """(b, P, T) → (b, P, 1, .., T, .., 1) with T on tap axis ``axis`` of ``ndim``."""
-    shape = t.shape[:2] + (1,) * axis + t.shape[2:] + (1,) * (ndim - axis - 1)
-    return t.reshape(shape)
+def _pad(kernel: str) -> int:
+    return _TAPS[kernel][1] + 1
+
+
+def _tap_offsets(padded: tuple[int, ...], kernel: str, device) -> Tensor:
+    """Flat offsets of the T^d taps from the first one, axis 0 slowest, shape (T^d,)."""
+    taps = _TAPS[kernel][1]
+    strides = [math.prod(padded[a + 1:]) for a in range(len(padded))]
+    grids = torch.meshgrid(*[torch.arange(taps, device=device) * s for s in strides], indexing="ij")
+    return sum(grids).reshape(-1)
 
 
 def _taps(coords: Tensor, shape: tuple[int, ...], kernel: str):
-    """Flat node index (b, P, T, .., T) and per-axis (weights, derivatives) spread over tap axes."""
-    ndim = len(shape)
-    flat, weights, derivs = 0, [], []
-    stride = math.prod(shape)
+    """Flat indices (b, P, T^d) into the padded grid, and per-axis weights and derivatives.
+
+    Each coordinate is first clamped to ``[−T/2 − 1, n + T/2]``: a point there has all its taps
+    in the padding (outside the grid), where they are cropped away and see zero gradient.
+    """
+    first, taps = _TAPS[kernel]
+    padded = _padded(shape, kernel)
+    base, weights, derivs = 0, [], []
     for axis, n in enumerate(shape):
-        stride //= n
-        idx, w, dw = _axis_taps(coords[..., axis], n, kernel)
-        flat = flat + _spread(idx, axis, ndim) * stride
-        weights.append(_spread(w, axis, ndim))
-        derivs.append(_spread(dw, axis, ndim))
+        c = coords[..., axis].clamp(-taps / 2 - 1, n + taps / 2)
+        i0 = torch.floor(c)
+        w, dw = kernel_weights(c - i0, kernel)
+        base = base + (i0.long() + (_pad(kernel) + first)) * math.prod(padded[axis + 1:])
+        weights.append(w)
+        derivs.append(dw)
+    flat = base[..., None] + _tap_offsets(padded, kernel, coords.device)
     return flat, weights, derivs
 
 
-def _product(factors: list[Tensor]) -> Tensor:
+def _outer(factors: list[Tensor]) -> Tensor:
+    """Outer product over the last axis: d tensors (b, P, T) → (b, P, T^d), axis 0 slowest."""
     out = factors[0]
     for f in factors[1:]:
-        out = out * f
+        out = (out[..., :, None] * f[..., None, :]).flatten(-2)
     return out
 
 
-def _chunk(batch: int, points: int, kernel: str, ndim: int, device: torch.device) -> int:
-    per_item = max(1, points * _TAPS[kernel][1] ** ndim)
-    budget = _CHUNK_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
-    return max(1, min(batch, budget // per_item))
+def _contract_others(g: Tensor, weights: list[Tensor], axis: int) -> Tensor:
+    """Contract taps (b, P, T, .., T) with the weights of every axis but ``axis`` → (b, P, T)."""
+    ndim = len(weights)
+    for other in reversed(range(ndim)):
+        if other != axis:
+            w = weights[other].reshape(weights[other].shape[:2] + (1,) * other + (-1,)
+                                       + (1,) * (g.ndim - 3 - other))
+            g = (g * w).sum(dim=2 + other)
+    return g
+
+
+def _crop(grid: Tensor, shape: tuple[int, ...], kernel: str) -> Tensor:
+    """(B, *padded) → (B, *shape)."""
+    pad = _pad(kernel)
+    return grid[(slice(None),) + tuple(slice(pad, pad + n) for n in shape)]
+
+
+def _blocks(coords: Tensor, kernel: str):
+    """(batch slice, point slice) blocks of at most a budget of (batch × points × taps) each."""
+    batch, points, ndim = coords.shape
+    taps = _TAPS[kernel][1] ** ndim
+    budget = _CHUNK_ELEMENTS["cuda" if coords.device.type == "cuda" else "cpu"]
+    step_p = max(1, min(points, budget // taps))
+    step_b = max(1, min(batch, budget // (taps * step_p)))
+    for b0 in range(0, batch, step_b):
+        for p0 in range(0, points, step_p):
+            yield slice(b0, b0 + step_b), slice(p0, p0 + step_p)
 
 
 class _Splat(torch.autograd.Function):
@@ -129,43 +159,38 @@ class _Splat(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, values, coords, shape, kernel, scale):
-        batch, points, ndim = coords.shape
-        size = math.prod(shape)
-        out = values.new_zeros(batch, size)
-        step = _chunk(batch, points, kernel, ndim, coords.device)
-        for b0 in range(0, batch, step):
-            flat, weights, _ = _taps(coords[b0:b0 + step], shape, kernel)
-            mass = _product(weights) * values.view((1, points) + (1,) * ndim)
-            out[b0:b0 + step].scatter_add_(1, flat.reshape(flat.shape[0], -1),
-                                           mass.reshape(flat.shape[0], -1))
+        batch = coords.shape[0]
+        padded = _padded(shape, kernel)
+        out = values.new_zeros(batch, math.prod(padded))
+        for bs, ps in _blocks(coords, kernel):
+            flat, weights, _ = _taps(coords[bs, ps], shape, kernel)
+            mass = _outer([weights[0] * values[ps, None]] + weights[1:])
+            out[bs].scatter_add_(1, flat.flatten(1), mass.flatten(1))
         ctx.save_for_backward(values, coords)
         ctx.shape, ctx.kernel, ctx.scale = shape, kernel, scale
-        return (out * scale).reshape(batch, *shape)
+        return _crop(out.reshape(batch, *padded), shape, kernel).mul(scale)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         values, coords = ctx.saved_tensors
         shape, kernel = ctx.shape, ctx.kernel
-        batch, points, ndim = coords.shape
-        grad = grad_out.reshape(batch, -1) * ctx.scale
+        batch, _, ndim = coords.shape
+        grad = grad_out.new_zeros(batch, *_padded(shape, kernel))
+        _crop(grad, shape, kernel).copy_(grad_out).mul_(ctx.scale)
+        grad = grad.reshape(batch, -1)
         grad_values = torch.zeros_like(values) if ctx.needs_input_grad[0] else None
         grad_coords = torch.zeros_like(coords) if ctx.needs_input_grad[1] else None
-        tap_dims = tuple(range(2, 2 + ndim))
-        step = _chunk(batch, points, kernel, ndim, coords.device)
-        for b0 in range(0, batch, step):
-            flat, weights, derivs = _taps(coords[b0:b0 + step], shape, kernel)
-            g = grad[b0:b0 + step].gather(1, flat.reshape(flat.shape[0], -1)).reshape(flat.shape)
+        for bs, ps in _blocks(coords, kernel):
+            flat, weights, derivs = _taps(coords[bs, ps], shape, kernel)
+            g = grad[bs].gather(1, flat.flatten(1))
+            g = g.reshape(flat.shape[:2] + (_TAPS[kernel][1],) * ndim)
             for axis in range(ndim):
-                # contract every other axis with its weights, keep this one
-                r = g
-                for other in range(ndim):
-                    if other != axis:
-                        r = (r * weights[other]).sum(dim=2 + other, keepdim=True)
+                r = _contract_others(g, weights, axis)          # (b, P, T): this axis' taps
                 if grad_coords is not None:
-                    grad_coords[b0:b0 + step, :, axis] = (r * derivs[axis]).sum(tap_dims) * values
+                    grad_coords[bs, ps, axis] = (r * derivs[axis]).sum(-1) * values[ps]
                 if axis == 0 and grad_values is not None:
-                    grad_values += (r * weights[0]).sum(tap_dims).sum(0)
+                    grad_values[ps] += (r * weights[0]).sum(-1).sum(0)
         return grad_values, grad_coords, None, None, None
 
 

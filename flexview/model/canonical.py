@@ -103,7 +103,7 @@ class CanonicalMap(nn.Module):
         return self.density().reshape(-1).index_select(0, self._mask_index)
 
     def masked_coords(self) -> Float[Tensor, "voxels 3"]:
-        """(x, y, z) Å of the mask voxels, (P,), in C order of [z, y, x]."""
+        """(x, y, z) Å of the mask voxels, (P, 3), in C order of [z, y, x]."""
         return self._coords
 
     def masked_index(self) -> Int[Tensor, "voxels"]:

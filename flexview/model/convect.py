@@ -17,15 +17,29 @@ from torch import Tensor
 from flexview.model._kernels import KERNELS, kernel_value, splat
 from flexview.model.grid import centre_index, coords_to_index
 
-__all__ = ["convect_project", "convect_volume", "image_coords", "KERNELS", "kernel_value"]
+__all__ = ["convect_project", "convect_volume", "image_coords", "projection_affine", "KERNELS",
+           "kernel_value"]
+
+
+def projection_affine(rotations: Float[Tensor, "batch 3 3"], origins_A: Float[Tensor, "batch 2"],
+                      box: int, pixel_size: float
+                      ) -> tuple[Float[Tensor, "batch 3 2"], Float[Tensor, "batch 2"]]:
+    """Affine map from (x, y, z) Å to fractional (row, col) image indices: ``p @ M + t``.
+
+    ``col = ((A p)_x − origin_x) / pixel_size + box // 2`` and likewise ``row`` with y.
+    Returns ``M`` (B, 3, 2) in px/Å and ``t`` (B, 2) in pixels.
+    """
+    m = rotations[:, [1, 0], :].transpose(1, 2) / pixel_size
+    t = centre_index(box) - origins_A[:, [1, 0]] / pixel_size
+    return m, t
 
 
 def image_coords(positions: Float[Tensor, "*batch points 3"], rotations: Float[Tensor, "batch 3 3"],
                  origins_A: Float[Tensor, "batch 2"], box: int,
                  pixel_size: float) -> Float[Tensor, "batch points 2"]:
-    """Fractional (row, col) image index of points after rotation and shift.
+    """Fractional (row, col) image index of points after rotation and shift, (B, P, 2).
 
-    ``col = ((A p)_x − origin_x) / pixel_size + box // 2`` and likewise ``row`` with y.
+    See :func:`projection_affine`.
 
     Parameters
     ----------
@@ -33,9 +47,8 @@ def image_coords(positions: Float[Tensor, "*batch points 3"], rotations: Float[T
     rotations : (B, 3, 3) RELION matrices ``A``.
     origins_A : (B, 2) RELION origins (x, y) in Å.
     """
-    proj = rotations[:, [1, 0], :].transpose(1, 2) / pixel_size          # (B, 3, 2): row, col
-    offset = centre_index(box) - origins_A[:, [1, 0]] / pixel_size        # (B, 2)
-    return (positions @ proj) + offset[:, None, :]
+    m, t = projection_affine(rotations, origins_A, box, pixel_size)
+    return positions @ m + t[:, None, :]
 
 
 def convect_project(values: Float[Tensor, "points"], positions: Float[Tensor, "*batch points 3"],

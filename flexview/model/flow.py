@@ -1,12 +1,14 @@
 """Flow generator f_θ: latent coordinates z → displacement of every mesh vertex (Å)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-__all__ = ["FlowGenerator", "interpolate_displacement"]
+__all__ = ["FlowGenerator", "interpolate_displacement", "VertexInterpolator"]
 
 
 class FlowGenerator(nn.Module):
@@ -79,3 +81,70 @@ def interpolate_displacement(vertex_disp: Float[Tensor, "batch vertices 3"],
         term = vertex_disp.index_select(1, idx[:, k]) * weights[:, k, None]
         out = term if out is None else out + term
     return out
+
+
+def _csr_parts(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int):
+    """CSR (crow, col, val) of distinct COO entries: sorted by row, then column."""
+    order = torch.argsort(rows * n_cols + cols)
+    crow = torch.zeros(n_rows + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    return crow, cols[order], vals[order]
+
+
+def _csr(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, val, size, check_invariants=False)
+
+
+class _SparseApply(torch.autograd.Function):
+    """(B, V, k) vertex values → (B, P, k) with ``W`` (P, V) and its transpose for backward."""
+
+    @staticmethod
+    def forward(ctx, x, w, w_t):
+        batch, n_v, k = x.shape
+        ctx.w_t, ctx.shape = w_t, (batch, n_v, k)
+        y = torch.sparse.mm(w, x.permute(1, 0, 2).reshape(n_v, batch * k))
+        return y.reshape(-1, batch, k).permute(1, 0, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        batch, n_v, k = ctx.shape
+        g = torch.sparse.mm(ctx.w_t, grad.permute(1, 0, 2).reshape(-1, batch * k))
+        return g.reshape(n_v, batch, k).permute(1, 0, 2), None, None
+
+
+class VertexInterpolator(nn.Module):
+    """Fast barycentric interpolation from mesh vertices to fixed points, as a sparse matrix.
+
+    Same result as :func:`interpolate_displacement` for fixed ``cells`` and ``bary``, for any
+    number of components per vertex (e.g. 3-D displacements, or their 2-D image-plane part).
+    The matrix ``W`` (P, V) and its transpose (for the backward pass) are kept in CSR form.
+
+    Parameters
+    ----------
+    cells : (P, 4) vertex indices of each point's cell (rows of -1 outside the mesh).
+    bary : (P, 4) barycentric coordinates.
+    n_vertices : V.
+    """
+
+    def __init__(self, cells: Int[Tensor, "points 4"], bary: Float[Tensor, "points 4"],
+                 n_vertices: int):
+        super().__init__()
+        cells, bary = torch.as_tensor(cells).cpu(), torch.as_tensor(bary).cpu()
+        self.n_points, self.n_vertices = cells.shape[0], int(n_vertices)
+        rows = torch.arange(self.n_points).repeat_interleave(4)
+        cols, vals = cells.reshape(-1), bary.reshape(-1)
+        keep = cols >= 0
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        parts = (_csr_parts(rows, cols, vals, self.n_points, self.n_vertices)
+                 + _csr_parts(cols, rows, vals, self.n_vertices, self.n_points))
+        for name, t in zip(("crow", "col", "val", "crow_t", "col_t", "val_t"), parts):
+            self.register_buffer("_" + name, t, persistent=False)
+
+    def forward(self, x: Float[Tensor, "batch vertices k"]) -> Float[Tensor, "batch points k"]:
+        """Interpolated values at the points, (B, P, k)."""
+        w = _csr(self._crow, self._col, self._val.to(x.dtype), (self.n_points, self.n_vertices))
+        w_t = _csr(self._crow_t, self._col_t, self._val_t.to(x.dtype), (self.n_vertices, self.n_points))
+        return _SparseApply.apply(x, w, w_t)

@@ -5,11 +5,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from flexview.model._kernels import check_kernel
+from flexview.model._kernels import check_kernel, splat
 from flexview.model.canonical import CanonicalMap
-from flexview.model.convect import convect_project, convect_volume
+from flexview.model.convect import convect_volume, projection_affine
 from flexview.model.ctf import evaluate_ctf
-from flexview.model.flow import FlowGenerator, interpolate_displacement
+from flexview.model.flow import FlowGenerator, VertexInterpolator
 from flexview.model.grid import fft2_centered, ifft2_centered, image_frequencies
 from flexview.model.mesh import TetMesh, locate, rest_inverse
 from flexview.model.rigidity import deformation_gradient, rigidity_from_gradient
@@ -45,12 +45,14 @@ class FlexForwardModel(nn.Module):
         self.kernel = check_kernel(kernel)
         self.flow_enabled = True
         self.ctf_pad = max(1, int(ctf_pad))
+        self._pixel_size = float(canonical.pixel_size)
         cell, bary = locate(mesh, canonical.masked_coords())
         verts = torch.as_tensor(mesh.cells)[torch.as_tensor(cell).clamp(min=0)]
         verts[torch.as_tensor(cell) < 0] = -1
         dtype = canonical.volume.dtype
         self.register_buffer("voxel_vertices", verts)
         self.register_buffer("voxel_bary", torch.as_tensor(bary, dtype=dtype))
+        self.interpolator = VertexInterpolator(verts, bary, mesh.n_vertices)
         self.register_buffer("mesh_cells", torch.as_tensor(mesh.cells))
         self.register_buffer("rest_inv", torch.as_tensor(rest_inverse(mesh), dtype=dtype))
         self.register_buffer("rigidity_weight", torch.as_tensor(mesh.rigidity_weight, dtype=dtype))
@@ -64,7 +66,8 @@ class FlexForwardModel(nn.Module):
 
     @property
     def pixel_size(self) -> float:
-        return float(self.canonical.pixel_size)
+        """Å/pixel (fixed at construction)."""
+        return self._pixel_size
 
     @property
     def outside_fraction(self) -> float:
@@ -86,16 +89,19 @@ class FlexForwardModel(nn.Module):
         coords = self.canonical.masked_coords()
         if self._rigid(z):
             return coords
-        disp = interpolate_displacement(self.displacements(z), self.voxel_vertices, self.voxel_bary)
-        return coords + disp
+        return coords + self.interpolator(self.displacements(z))
 
     def project(self, z: Tensor | None, rotations: Float[Tensor, "batch 3 3"],
                 origins_A: Float[Tensor, "batch 2"]) -> Float[Tensor, "batch box box"]:
         """Projections P(φ) D(f_θ(z), V) before the CTF, (B, box, box) in density × Å."""
         dtype, device = self.voxel_bary.dtype, self.voxel_bary.device
-        return convect_project(self.canonical.masked_values(), self.voxel_positions(z),
-                               rotations.to(device, dtype), origins_A.to(device, dtype),
-                               self.box, self.pixel_size, self.kernel)
+        m, t = projection_affine(rotations.to(device, dtype), origins_A.to(device, dtype),
+                                 self.box, self.pixel_size)
+        coords = self.canonical.masked_coords() @ m + t[:, None, :]          # rigid part
+        if not self._rigid(z):      # the flow is linear in the vertices: project them first
+            coords = coords + self.interpolator(self.displacements(z) @ m)
+        return splat(self.canonical.masked_values(), coords, (self.box, self.box), self.kernel,
+                     scale=self.pixel_size)
 
     def forward(self, z: Tensor | None, rotations: Tensor, origins_A: Tensor,
                 ctf_params: dict[str, Tensor]) -> Float[Tensor, "batch box box"]:

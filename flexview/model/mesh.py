@@ -80,10 +80,14 @@ class TetMesh:
     def n_cells(self) -> int:
         return len(self.cells)
 
+    def edge_matrices(self) -> np.ndarray:
+        """Per cell, the columns ``x1 − x0, x2 − x0, x3 − x0`` (Å), shape (C, 3, 3)."""
+        x = self.vertices[self.cells]
+        return (x[:, 1:] - x[:, :1]).transpose(0, 2, 1)
+
     def cell_volumes(self) -> np.ndarray:
         """Signed volume of every cell in Å³, shape (C,) (positive for a valid mesh)."""
-        x = self.vertices[self.cells]
-        return np.linalg.det(np.stack([x[:, i] - x[:, 0] for i in (1, 2, 3)], axis=-1)) / 6.0
+        return np.linalg.det(self.edge_matrices()) / 6.0
 
     def scaled(self, *, box: int | None = None, pixel_size: float | None = None) -> "TetMesh":
         """The same mesh for another box or pixel size (coordinates are in Å, so only metadata)."""
@@ -121,7 +125,8 @@ class TetMesh:
 
 
 def _vector(a, n: int, dtype, name: str) -> np.ndarray:
-    a = np.asarray(a, dtype=dtype).reshape(-1)
+    a = np.asarray(a, dtype=dtype)
+    a = np.full(n, a, dtype=dtype) if a.ndim == 0 else a.reshape(-1)
     if len(a) != n:
         raise FlexviewInputError(f"expected {n} entries, got {len(a)}", field=name)
     return a
@@ -227,8 +232,8 @@ def _kuhn_cells(cubes: np.ndarray, origin: np.ndarray, spacing: float, shape: np
     ijk = np.stack([used % (nx + 1), (used // (nx + 1)) % (ny + 1), used // ((nx + 1) * (ny + 1))], 1)
     vertices = origin + ijk * spacing
     x = vertices[cells]
-    det = np.linalg.det(np.stack([x[:, i] - x[:, 0] for i in (1, 2, 3)], axis=-1))
-    cells[det < 0] = cells[det < 0][:, [0, 2, 1, 3]]
+    flipped = np.linalg.det((x[:, 1:] - x[:, :1]).transpose(0, 2, 1)) < 0     # odd permutations
+    cells[flipped] = cells[flipped][:, [0, 2, 1, 3]]
     return vertices, cells
 
 
@@ -245,9 +250,8 @@ def _pinned(vertices: np.ndarray, pin_mask: np.ndarray, box: int, pixel_size: fl
 
 
 def rest_inverse(mesh: TetMesh) -> np.ndarray:
-    """Inverse of every cell's edge matrix ``[x1−x0, x2−x0, x3−x0]`` (columns), (C, 3, 3) Å⁻¹."""
-    x = mesh.vertices[mesh.cells]
-    return np.linalg.inv(np.stack([x[:, i] - x[:, 0] for i in (1, 2, 3)], axis=-1))
+    """Inverse of every cell's edge matrix (:meth:`TetMesh.edge_matrices`), (C, 3, 3) Å⁻¹."""
+    return np.linalg.inv(mesh.edge_matrices())
 
 
 def cube_index(points: np.ndarray, origin: np.ndarray, spacing: float, shape: np.ndarray):

@@ -1,6 +1,6 @@
 """Pseudo-atomic flexible phantoms: Gaussian pseudo-atoms grouped into domains that move.
 
-A :class:`Phantom` is a chain of pseudo-atoms (one per "residue", Cα-like), each an isotropic 3-D
+A :class:`Phantom` is a set of chains of pseudo-atoms (one per "residue", Cα-like), each an isotropic 3-D
 Gaussian of integral ``amplitude`` and standard deviation ``sigma = sqrt(B / 8π²)`` Å. Atoms are
 grouped into domains built from right-handed helix-like rods packed into bundles, so the object is
 protein-like and chiral (no symmetry, no mirror symmetry).
@@ -22,6 +22,9 @@ Kinds (:func:`make_phantom`):
 - ``"rigid"``: the same atoms as ``"hinge"``, no motion (a control).
 - ``"shear"``: two slab-like domains touching along a plane slide in opposite directions along it;
   c0 moves each by ±7 Å.
+
+Sizes: hinge / rigid 598 pseudo-atoms, 109 Å across; shear 825 pseudo-atoms, 93 Å across (the
+default 160 Å box is 2.5 Å/px at box 64).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from flexview.errors import FlexviewInputError
@@ -49,7 +53,7 @@ class Moves:
     coord (M,) int: motion coordinate driving the move; domain (M,) int: domain label moved;
     kind (M,) int: 0 rotation, 1 translation; vector (M, 3): unit rotation axis or direction;
     pivot (M, 3) Å: a point on the rotation axis; amount (M,): degrees (rotation) or Å (translation)
-    per unit coordinate; name: one label per motion coordinate.
+    per unit coordinate; names: one label per motion coordinate.
     """
 
     coord: np.ndarray
@@ -236,8 +240,6 @@ def _dock(part, fixed: np.ndarray, direction, gap_A: float = 5.0):
 
     Returns (moved part, junction point (3,): midpoint of the closest pair of atoms).
     """
-    from scipy.spatial import cKDTree
-
     tree, d = cKDTree(fixed), np.asarray(direction, float) / np.linalg.norm(direction)
     lo, hi = 0.0, 150.0
     for _ in range(60):                          # bisection on the closest distance

@@ -81,7 +81,8 @@ def project_atoms(positions: Tensor, amplitudes: Tensor, sigmas: Tensor, rotatio
 def apply_ctf(images: Tensor, ctf: dict[str, Tensor], pixel_size: float, pad: int = 2) -> Tensor:
     """Multiply ``images`` (B, N, N) by their CTF in Fourier space on a ``pad``× zero-padded grid.
 
-    The image centre (index N//2) stays at the padded grid's centre, so phases are undisturbed.
+    The image centre (index N//2) stays at the padded grid's centre, so phases are undisturbed. The
+    padded grid's Nyquist row and column are zeroed (the CTF has no Hermitian symmetry there).
     ``ctf`` is :meth:`CTFParams.to_tensors` of the B particles.
     """
     n = images.shape[-1]
@@ -89,7 +90,10 @@ def apply_ctf(images: Tensor, ctf: dict[str, Tensor], pixel_size: float, pad: in
     padded = images.new_zeros(images.shape[:-2] + (big, big))
     padded[..., lo:lo + n, lo:lo + n] = images
     ky, kx = image_frequencies(big, pixel_size, dtype=images.dtype, device=images.device)
-    out = ifft2_centered(fft2_centered(padded) * evaluate_ctf(ctf, ky, kx), big)
+    weights = evaluate_ctf(ctf, ky, kx)
+    weights[..., big // 2, :] = 0.0        # Nyquist row and column: an astigmatic CTF is not
+    weights[..., :, -1] = 0.0              # Hermitian there, so they are left out
+    out = ifft2_centered(fft2_centered(padded) * weights, big)
     return out[..., lo:lo + n, lo:lo + n]
 
 

@@ -39,11 +39,11 @@ class TrainConfig:
     latent_noise: float = 0.15         # σ of the noise injected into z during training
     prior_weight: float = 1.0          # weight of the unit-Gaussian prior on z
     # latents
-    latent_init: str = "zeros"         # zeros | pca | path to .npy or .cs
-    latent_inference: str = "coordinate"  # coordinate | gradient
-    latent_steps: int = 2              # sweeps (coordinate) or steps (gradient) per update
-    latent_step: float = 0.25          # probe step of coordinate descent (units of the prior σ)
-    fixed_latent_epochs: int = 0       # epochs with latents fixed (external initialisation)
+    latent_init: str = "deformation-pca"  # deformation-pca | zeros | pca | path to .npy or .cs
+    latent_inference: str = "gauss-newton"  # gauss-newton | coordinate | gradient
+    latent_steps: int = 1              # Gauss-Newton steps, sweeps (coordinate) or steps (gradient)
+    latent_step: float = 0.25          # probe step (coordinate, gradient); Gauss-Newton moves ≤ 4×
+    fixed_latent_epochs: int = 1       # first epochs with latents fixed (not with zeros init)
     # optimisation
     epochs: int = 20
     batch_size: int = 500

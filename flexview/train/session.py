@@ -23,6 +23,7 @@ from flexview.train.calibrate import calibrate, noise_weight
 from flexview.train.config import TrainConfig
 from flexview.train.data import prepare_training_data
 from flexview.train.latents import init_latents
+from flexview.train.linearised import deformation_pca_latents
 from flexview.train.runfolder import (LATENT_COLUMN, RunFolder, load_torch, read_log, save_npy,
                                       save_torch, write_json, write_log)
 from flexview.train.setup import make_mesh, make_model, map_at_box, resolve_device, solvent_mask
@@ -83,9 +84,9 @@ class TrainingSession:
             scale, power = calibrate(model, data, train_rows[:2000], device)
             with torch.no_grad():
                 model.canonical.volume.mul_(scale)
-            latents = init_latents(cfg.latent_init, len(data), cfg.latent_dim,
-                                   images=lambda rows: np.asarray(data.images[rows]), seed=cfg.seed)
-            trainer = Trainer(cfg, data, model, latents, noise_weight(power, data.box), device, train_rows)
+            trainer = Trainer(cfg, data, model, np.zeros((len(data), cfg.latent_dim), np.float32),
+                              noise_weight(power, data.box), device, train_rows)
+            trainer.latents = torch.as_tensor(_initial_latents(cfg, trainer))
             _write_setup(cfg, folder, mask, mesh, data.pixel_size, scale, power)
             log = []
         return cls(cfg, folder, particles, trainer, log)
@@ -135,6 +136,13 @@ class TrainingSession:
         columns = {LATENT_COLUMN.format(k + 1): z[:, k] for k in range(z.shape[1])}
         write_star(f.latents_star, self.particles.with_columns(**columns))
         write_log(f.log, self.log)
+
+
+def _initial_latents(cfg: TrainConfig, trainer: Trainer) -> np.ndarray:
+    if cfg.latent_init == "deformation-pca":
+        return deformation_pca_latents(trainer, cfg.latent_dim, seed=cfg.seed)
+    return init_latents(cfg.latent_init, len(trainer.data), cfg.latent_dim,
+                        images=lambda rows: np.asarray(trainer.data.images[rows]), seed=cfg.seed)
 
 
 def _versions() -> dict:

@@ -16,11 +16,11 @@ from torch import Tensor
 
 from flexview.model.forward import FlexForwardModel
 from flexview.model.grid import fft2_centered
-from flexview.model.loss import data_loss
+from flexview.model.loss import band_mask, data_loss, radial_weight, rfft_multiplicity
 from flexview.model.rigidity import latent_prior
 from flexview.train.config import TrainConfig
 from flexview.train.data import Batch, TrainingData
-from flexview.train.latents import coordinate_descent, gradient_descent
+from flexview.train.latents import coordinate_descent, gauss_newton, gradient_descent
 from flexview.train.schedule import Schedule
 
 
@@ -98,17 +98,45 @@ class Trainer:
     def band_radius_px(self, band_A: float) -> float:
         return self.data.box * self.data.pixel_size / band_A
 
+    def noise_band(self, radius_px: float) -> Tensor:
+        """Per-sample noise weighting times the band limit, (N, N//2+1) (``noise_weight`` of
+        :func:`data_loss`)."""
+        box = self.data.box
+        return radial_weight(self.noise_weight, box) * band_mask(box, radius_px, device=self.device)
+
+    def sample_weight(self, radius_px: float) -> Tensor:
+        """The full weight of each rfft sample in the data term, (N, N//2+1): :meth:`noise_band`
+        times the Hermitian multiplicity and the 1/N² that :func:`data_loss` applies."""
+        box = self.data.box
+        return rfft_multiplicity(box, device=self.device) / box**2 * self.noise_band(radius_px)
+
+    def model_spectra(self, z: Tensor | None, batch: Batch) -> Tensor:
+        """CTF-modulated model images of ``batch`` at ``z``, complex (B, N, N//2+1)."""
+        return fft2_centered(self.model.project(z, batch.rotations, batch.origins_A)) * batch.ctf
+
     def data_term(self, z: Tensor | None, batch: Batch, radius_px: float) -> Tensor:
         """Negative log-likelihood of each particle of ``batch`` under the model at ``z``, (B,)."""
-        model = fft2_centered(self.model.project(z, batch.rotations, batch.origins_A)) * batch.ctf
-        return data_loss(model, batch.spectra, noise_weight=self.noise_weight, band_limit=radius_px)
+        return data_loss(self.model_spectra(z, batch), batch.spectra, noise_weight=self.noise_band(radius_px))
 
     def infer_latents(self, batch: Batch, z: Tensor, radius_px: float) -> Tensor:
-        """Improve the latents of ``batch`` with the model fixed (coordinate or gradient descent)."""
+        """Improve the latents of ``batch`` with the model fixed."""
+        method = self.cfg.latent_inference
+        if method == "gauss-newton":
+            weight = self.sample_weight(radius_px).reshape(-1)
+            n = len(batch.rows)
+
+            def render(zz):
+                return self.model_spectra(zz, batch).reshape(n, -1)
+
+            for _ in range(self.cfg.latent_steps):
+                z = gauss_newton(render, batch.spectra.reshape(n, -1), weight, z,
+                                 prior_weight=self.cfg.prior_weight, max_move=self.cfg.latent_step * 4)
+            return z
+
         def objective(zz):
             return self.data_term(zz, batch, radius_px) + self.cfg.prior_weight * latent_prior(zz)
 
-        if self.cfg.latent_inference == "gradient":
+        if method == "gradient":
             return gradient_descent(objective, z, steps=self.cfg.latent_steps, step=self.cfg.latent_step)
         return coordinate_descent(objective, z, step=self.cfg.latent_step, sweeps=self.cfg.latent_steps)
 
@@ -124,7 +152,8 @@ class Trainer:
         batch = self.data.batch(rows, self.device)
         z = self.latents[rows].to(self.device)
         epoch = it // self.iters_per_epoch
-        if block == "flow" and epoch >= self.cfg.fixed_latent_epochs:
+        fixed = self.cfg.fixed_latent_epochs if self.cfg.latent_init != "zeros" else 0
+        if block == "flow" and epoch >= fixed:
             z = self.infer_latents(batch, z, radius)
             self.latents[rows] = z.cpu()
         losses = self._update(block, batch, z, radius)
@@ -167,13 +196,13 @@ class Trainer:
                         batch.origins_A[idx])
             loss = self.data_term(z[idx], sub, radius).sum() / n
             loss.backward()
-            data_total += float(loss)
+            data_total += float(loss.detach())
         rigid = 0.0
         if block == "flow" and self.cfg.rigidity_weight > 0:
             zs = z[: self.cfg.rigidity_samples]
             r = self.model.rigidity(zs).mean()
             (self.cfg.rigidity_weight * r).backward()
-            rigid = float(r)
+            rigid = float(r.detach())
         return data_total, rigid
 
     # ---------------------------------------------------------------- loop

@@ -1,0 +1,71 @@
+"""What the flexview widgets docked in one viewer share: the chosen inputs and the open run.
+
+The Data widget publishes its inputs here (the Train widget fills its form from them); Explore,
+Train and the command ``open_run_in_viewer`` publish the run they open (Movie and Select follow).
+Plain Python (psygnal), no Qt.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from psygnal import Signal
+
+from flexview.run import Run, load_run
+from flexview.train.setup import resolve_device
+
+
+@dataclass
+class DataInputs:
+    """Training inputs chosen in the Data widget (paths as given by the user)."""
+
+    particles: str
+    consensus_map: str
+    mask: str | None = None
+    project_dir: str | None = None
+    box: int = 64
+
+
+class FlexviewContext:
+    """Shared state of the flexview widgets of one viewer.
+
+    Signals: ``inputs_changed(DataInputs)``, ``run_changed(Run)``.
+    """
+
+    inputs_changed = Signal(object)
+    run_changed = Signal(object)
+
+    def __init__(self):
+        self.inputs: DataInputs | None = None
+        self.run: Run | None = None
+
+    def set_inputs(self, inputs: DataInputs) -> None:
+        self.inputs = inputs
+        self.inputs_changed.emit(inputs)
+
+    def set_run(self, run: Run) -> None:
+        if run is self.run:
+            return
+        self.run = run
+        self.run_changed.emit(run)
+
+    def open_run(self, folder: str | Path, device: str = "auto") -> Run:
+        """Load the run folder (on the GPU when ``device`` is "auto" and one is present) and share it."""
+        run = load_run(folder, device=str(resolve_device(device)))
+        self.set_run(run)
+        return run
+
+
+_CONTEXTS: dict[int, FlexviewContext] = {}
+
+
+def context_for(viewer) -> FlexviewContext:
+    """The :class:`FlexviewContext` of ``viewer`` (created on first use, dropped with the viewer)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # plugin widgets get the viewer behind a proxy
+    key = id(viewer)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = FlexviewContext()
+        weakref.finalize(viewer, _CONTEXTS.pop, key, None)
+    return _CONTEXTS[key]
+

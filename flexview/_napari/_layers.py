@@ -1,0 +1,109 @@
+"""Putting engine results into napari layers, in world coordinates of Å.
+
+A map voxel ``[iz, iy, ix]`` of pixel size ``px`` sits at world ``(iz, iy, ix) · px`` (layer scale
+``px``, no translation); a physical point ``(x, y, z)`` Å of the engine (origin at voxel
+``box // 2``) therefore sits at world ``(z, y, x) + (box // 2) · px``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flexview.model.grid import centre_index
+from flexview.model.mesh import TetMesh
+
+DENSITY = "flexview density"
+ARROWS = "flexview flow"
+MESH = "flexview mesh"
+RENDERINGS = ("iso", "attenuated_mip", "mip", "translucent")
+
+
+def physical_to_world(points_xyz: np.ndarray, box: int, pixel_size: float) -> np.ndarray:
+    """Engine points (..., 3) ``(x, y, z)`` Å → napari world (..., 3) ``(z, y, x)`` Å."""
+    return np.asarray(points_xyz, dtype=np.float64)[..., ::-1] + centre_index(box) * pixel_size
+
+
+def find_layer(viewer, name: str):
+    return viewer.layers[name] if name in viewer.layers else None
+
+
+def show_volume(viewer, name: str, volume: np.ndarray, pixel_size: float, *, rendering: str = "iso",
+                iso_threshold: float | None = None, colormap: str = "gray", blending: str | None = None,
+                three_d: bool = True):
+    """Put ``volume`` (z, y, x) in the image layer ``name`` (created on first use, data swapped after).
+
+    Only the data changes on an existing layer, so the user's rendering, threshold and contrast
+    settings stay.
+    """
+    layer = find_layer(viewer, name)
+    if layer is not None and layer.data.shape == volume.shape:
+        layer.data = volume
+        return layer
+    if layer is not None:
+        viewer.layers.remove(layer)
+    hi = float(np.percentile(volume, 99.99)) if volume.size else 1.0
+    lo = float(min(volume.min(), 0.0))
+    kwargs = {}
+    if iso_threshold is not None:
+        kwargs["iso_threshold"] = float(iso_threshold)
+    layer = viewer.add_image(volume, name=name, scale=(pixel_size,) * 3, rendering=rendering,
+                             colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1.0),
+                             blending=blending or ("translucent" if rendering == "iso" else "additive"),
+                             **kwargs)
+    if three_d and viewer.dims.ndisplay != 3:
+        viewer.dims.ndisplay = 3
+    return layer
+
+
+def flow_vectors(mesh: TetMesh, displacement: np.ndarray, scale: float = 1.0,
+                 min_length_A: float = 0.0) -> np.ndarray:
+    """napari Vectors data (V, 2, 3): each mesh vertex (world Å) and its displacement (Å, × ``scale``).
+
+    Vertices that move less than ``min_length_A`` are left out (pinned, empty corners).
+    """
+    start = physical_to_world(mesh.vertices, mesh.box, mesh.pixel_size)
+    move = np.asarray(displacement, dtype=np.float64)[:, ::-1] * scale
+    keep = np.linalg.norm(move, axis=1) >= min_length_A
+    return np.stack([start[keep], move[keep]], axis=1)
+
+
+def boundary_faces(cells: np.ndarray) -> np.ndarray:
+    """Triangles (F, 3) that belong to exactly one tetrahedron of ``cells`` (C, 4): the mesh surface."""
+    cells = np.asarray(cells, dtype=np.int64)
+    faces = np.concatenate([cells[:, [1, 2, 3]], cells[:, [0, 3, 2]], cells[:, [0, 1, 3]],
+                            cells[:, [0, 2, 1]]])
+    key = np.sort(faces, axis=1)
+    _, index, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+    return faces[index[counts == 1]]
+
+
+def deformed_surface(mesh: TetMesh, displacement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """napari Surface data ``(vertices (V, 3) world Å, faces (F, 3))`` of the mesh moved by ``displacement``."""
+    moved = mesh.vertices + np.asarray(displacement, dtype=np.float64)
+    return physical_to_world(moved, mesh.box, mesh.pixel_size), boundary_faces(mesh.cells)
+
+
+def show_vectors(viewer, data: np.ndarray):
+    layer = find_layer(viewer, ARROWS)
+    if layer is None:
+        return viewer.add_vectors(data, name=ARROWS, edge_width=0.6, edge_color="#ffd23f", length=1.0,
+                                  vector_style="arrow")
+    layer.data = data
+    return layer
+
+
+def show_surface(viewer, surface: tuple[np.ndarray, np.ndarray]):
+    layer = find_layer(viewer, MESH)
+    if layer is None:
+        layer = viewer.add_surface(surface, name=MESH, opacity=0.25, colormap="cyan",
+                                   blending="translucent")
+        layer.wireframe.visible = True
+        layer.wireframe.color = "#66c1ff"
+        return layer
+    layer.data = surface
+    return layer
+
+
+def remove_layer(viewer, name: str) -> None:
+    layer = find_layer(viewer, name)
+    if layer is not None:
+        viewer.layers.remove(layer)

@@ -1,0 +1,112 @@
+"""Small Qt helpers shared by the flexview dock widgets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from flexview.errors import FlexviewInputError
+
+
+class PathPicker(QWidget):
+    """A line edit and a "…" button that opens a file or folder dialog.
+
+    ``mode``: ``"open"`` (existing file), ``"save"`` (new file) or ``"dir"`` (folder).
+    ``filters``: Qt name filter, e.g. ``"Particles (*.star *.cs)"``.
+    """
+
+    changed = Signal(str)
+
+    def __init__(self, mode: str = "open", filters: str = "", placeholder: str = "", parent=None):
+        super().__init__(parent)
+        self.mode, self.filters = mode, filters
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.editingFinished.connect(lambda: self.changed.emit(self.text()))
+        button = QPushButton("…")
+        button.setFixedWidth(28)
+        button.setToolTip("browse")
+        button.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit)
+        layout.addWidget(button)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def path(self) -> Path | None:
+        return Path(self.text()) if self.text() else None
+
+    def set_text(self, text: str | Path | None) -> None:
+        self.edit.setText("" if text is None else str(text))
+        self.changed.emit(self.text())
+
+    def _browse(self) -> None:
+        start = self.text() or str(Path.cwd())
+        if self.mode == "dir":
+            chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        elif self.mode == "save":
+            chosen, _ = QFileDialog.getSaveFileName(self, "Save as", start, self.filters)
+        else:
+            chosen, _ = QFileDialog.getOpenFileName(self, "Open", start, self.filters)
+        if chosen:
+            self.set_text(chosen)
+
+
+def scroll_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a vertical scroll area and return the layout of its contents, so a tall
+    dock widget never forces the viewer window to grow."""
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    return QVBoxLayout(inner)
+
+
+def heading(text: str) -> QLabel:
+    label = QLabel(f"<b>{text}</b>")
+    label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+    return label
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-line message for the user: the flexview input error as written, else type and text."""
+    if isinstance(exc, FlexviewInputError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def notify_error(exc: BaseException | str) -> None:
+    """Show an error in napari's notification area (the viewer stays usable)."""
+    from napari.utils.notifications import show_error
+
+    show_error(exc if isinstance(exc, str) else error_text(exc))
+
+
+def notify_info(text: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(text)
+
+
+class Relay(QObject):
+    """Carries a value from any thread to the GUI thread (queued signal)."""
+
+    arrived = Signal(object)

@@ -1,0 +1,326 @@
+"""Train widget: the TrainConfig parameters, an output folder, Start / Pause / Stop / Resume.
+
+Training runs in a napari ``thread_worker`` driving :meth:`TrainingSession.iterate` (on the GPU
+when present); the GUI thread only draws the progress, the loss curves, the latent scatter and
+swaps the canonical map layer's data. Stop ends the session's generator, which writes a complete,
+resumable run folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from psygnal import Signal
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QWidget
+from superqt import QCollapsible
+
+from flexview._napari import _layers
+from flexview._napari._config_form import ESSENTIAL, INPUTS, ConfigForm
+from flexview._napari._context import context_for
+from flexview._napari._plot import PlotCanvas, theme_colors
+from flexview._napari._qt import PathPicker, error_text, heading, notify_error, scroll_layout
+from flexview._napari.latent_view import LatentView
+from flexview._napari.scatter import ScatterCanvas
+from flexview.errors import FlexviewInputError
+from flexview.train import Progress, TrainConfig, TrainingSession
+
+CANONICAL = "flexview canonical"
+STOP = "stop"
+
+
+@dataclass
+class TrainUpdate:
+    """What the worker sends to the GUI after each iteration (``progress`` None: before the first)."""
+
+    progress: Progress | None
+    iteration: int
+    total: int
+    pixel_size: float
+    volume: np.ndarray | None = None     # canonical map (box, box, box), every few iterations
+    latents: np.ndarray | None = None    # (M, K), with the volume
+
+
+@dataclass
+class TrainResult:
+    """How the worker ended: the run folder, where training got to, whether it completed."""
+
+    folder: Path
+    iteration: int
+    total: int
+    finished: bool
+
+
+def training_updates(cfg: TrainConfig, out: str | Path, *, resume: bool = False, refresh_every: int = 5):
+    """Generator run by the worker: start (or resume) a session and yield a :class:`TrainUpdate`
+    per iteration. Sending :data:`STOP` ends it after the current iteration; the session then
+    writes its outputs (a resumable run folder). Returns a :class:`TrainResult`."""
+    if resume:
+        session = TrainingSession.resume(out, {"epochs": cfg.epochs, "device": cfg.device})
+    else:
+        session = TrainingSession.start(cfg, out)
+    trainer = session.trainer
+    steps = session.iterate()
+    started = False
+    try:
+        command = yield _snapshot(session, None, True)
+        while command != STOP:
+            record = next(steps, None)
+            started = True
+            if record is None:
+                break
+            fresh = trainer.iteration >= trainer.total_iters or trainer.iteration % max(1, refresh_every) == 0
+            command = yield _snapshot(session, record, fresh)
+    finally:
+        steps.close()  # the session writes its outputs when its generator ends or closes
+        if not started:
+            session.save_checkpoint()
+            session.write_outputs()
+    return TrainResult(Path(out), trainer.iteration, trainer.total_iters, session.finished)
+
+
+def _snapshot(session: TrainingSession, record: Progress | None, with_maps: bool) -> TrainUpdate:
+    trainer = session.trainer
+    update = TrainUpdate(record, trainer.iteration, trainer.total_iters, trainer.model.pixel_size)
+    if with_maps:
+        update.volume = trainer.model.canonical.volume.detach().cpu().numpy().copy()
+        update.latents = trainer.latents.numpy().copy()
+    return update
+
+
+class TrainState:
+    """The losses seen so far and the state of the run (``idle``, ``running``, ``paused``,
+    ``stopping``, ``finished``, ``stopped``, ``failed``). Signal ``changed()``."""
+
+    changed = Signal()
+
+    def __init__(self):
+        self.history: list[Progress] = []
+        self.status = "idle"
+        self.result: TrainResult | None = None
+        self.error: str = ""
+        self.out: Path | None = None
+
+    def begin(self, out: Path, resume: bool) -> None:
+        self.out, self.result, self.error, self.status = out, None, "", "running"
+        if not resume:
+            self.history = []
+        self.changed.emit()
+
+    def record(self, update: TrainUpdate) -> None:
+        if update.progress is not None:
+            self.history = [p for p in self.history if p.iteration < update.progress.iteration]
+            self.history.append(update.progress)
+
+    def end(self, result: TrainResult) -> None:
+        self.result = result
+        self.status = "finished" if result.finished else "stopped"
+        self.changed.emit()
+
+    def fail(self, exc: BaseException) -> None:
+        self.status, self.error = "failed", error_text(exc)
+        self.changed.emit()
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.changed.emit()
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """Per-iteration arrays: iteration, data, rigidity, band_A."""
+        h = self.history
+        return {key: np.array([getattr(p, key) for p in h], dtype=float)
+                for key in ("iteration", "data", "rigidity", "band_A")}
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("running", "paused", "stopping")
+
+
+class TrainWidget(QWidget):
+    """Dock widget: the configuration form, the controls and the live views of a training run."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = TrainState()
+        self.context = context_for(napari_viewer)
+        self.form = ConfigForm()
+        self.worker = None
+        self._build()
+        self.state.changed.connect(self._on_state)
+        self.context.inputs_changed.connect(self._on_inputs)
+        if self.context.inputs is not None:
+            self._on_inputs(self.context.inputs)
+        self._on_state()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        layout = scroll_layout(self)
+        layout.addWidget(heading("Inputs"))
+        inputs = QFormLayout()
+        self.form.add_rows(inputs, INPUTS)
+        layout.addLayout(inputs)
+        layout.addWidget(heading("Parameters"))
+        essential = QFormLayout()
+        self.form.add_rows(essential, ESSENTIAL)
+        self.out = PathPicker("dir", placeholder="new folder for the run")
+        self.out.edit.setToolTip("the run folder (created); Resume continues the run found there")
+        essential.addRow("output folder", self.out)
+        self.refresh = QSpinBox()
+        self.refresh.setRange(1, 1000)
+        self.refresh.setValue(5)
+        self.refresh.setToolTip("iterations between updates of the canonical map layer and the latent plot")
+        essential.addRow("refresh every", self.refresh)
+        layout.addLayout(essential)
+        advanced = QCollapsible("Advanced parameters")
+        inner = QWidget()
+        rows = QFormLayout(inner)
+        self.form.add_rows(rows, [n for n in self.form.fields if n not in INPUTS and n not in ESSENTIAL])
+        advanced.addWidget(inner)
+        layout.addWidget(advanced)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.stop_button = QPushButton("Stop")
+        self.resume_button = QPushButton("Resume")
+        self.start_button.setToolTip("start a new run in the output folder")
+        self.pause_button.setToolTip("pause after the current iteration / continue")
+        self.stop_button.setToolTip("stop after the current iteration and write a resumable run folder")
+        self.resume_button.setToolTip("continue the run in the output folder from its last checkpoint")
+        self.start_button.clicked.connect(lambda: self.start(resume=False))
+        self.resume_button.clicked.connect(lambda: self.start(resume=True))
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button.clicked.connect(self.stop)
+        for b in (self.start_button, self.pause_button, self.stop_button, self.resume_button):
+            buttons.addWidget(b)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m iterations")
+        layout.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        colors = theme_colors(self.viewer)
+        self.loss_plot = PlotCanvas(colors, height=2.0, margins=(52, 52, 40, 12))
+        self._loss_axes2 = self.loss_plot.axes.twinx()
+        self.loss_plot.style_axes(self._loss_axes2)
+        self._style_loss_axes()
+        layout.addWidget(self.loss_plot)
+        self.scatter = ScatterCanvas(colors, mode="none", height=2.4)
+        layout.addWidget(self.scatter)
+        self.explore_button = QPushButton("Open in Explore")
+        self.explore_button.setToolTip("explore the run folder: latent space and the density at z")
+        self.explore_button.clicked.connect(self.open_in_explore)
+        layout.addWidget(self.explore_button)
+
+    def _style_loss_axes(self) -> None:
+        c = self.loss_plot.colors
+        ax, ax2 = self.loss_plot.axes, self._loss_axes2
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.set_ylabel("data term", fontsize=8, color=c.accent)
+        ax2.set_ylabel("rigidity", fontsize=8, color=c.secondary)
+        self._data_line, = ax.plot([], [], color=c.accent, linewidth=1.2)
+        self._rigid_line, = ax2.plot([], [], color=c.secondary, linewidth=1.0)
+
+    # ------------------------------------------------------------------ inputs
+    def _on_inputs(self, inputs) -> None:
+        self.form.set_values({"particles": inputs.particles, "consensus_map": inputs.consensus_map,
+                              "mask": inputs.mask, "project_dir": inputs.project_dir, "box": inputs.box})
+
+    def config(self) -> TrainConfig:
+        return self.form.config()
+
+    # ------------------------------------------------------------------ control
+    def start(self, resume: bool = False) -> bool:
+        """Start (or resume) training in a worker thread. False, with a message, on bad input."""
+        from napari.qt.threading import thread_worker
+
+        if self.state.active:
+            return False
+        try:
+            cfg = self.config()
+            out = self.out.path()
+            if out is None:
+                raise FlexviewInputError("choose an output folder", field="output folder")
+        except Exception as exc:
+            self._on_error(exc)
+            return False
+        self.state.begin(out, resume)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.worker = thread_worker(training_updates, start_thread=False, ignore_errors=True)(
+            replace(cfg), out, resume=resume, refresh_every=self.refresh.value())
+        self.worker.yielded.connect(self._on_update)
+        self.worker.returned.connect(self.state.end)
+        self.worker.errored.connect(self._on_error)
+        self.worker.paused.connect(lambda: self.state.set_status("paused"))
+        self.worker.resumed.connect(lambda: self.state.set_status("running"))
+        self.worker.start()
+        return True
+
+    def toggle_pause(self) -> None:
+        if self.worker is not None and self.state.status in ("running", "paused"):
+            self.worker.toggle_pause()
+
+    def stop(self) -> None:
+        """Stop after the current iteration; the run folder is written and can be resumed."""
+        if self.worker is None or not self.state.active:
+            return
+        self.worker.send(STOP)
+        self.worker.resume()
+        self.state.set_status("stopping")
+
+    def open_in_explore(self) -> None:
+        from flexview._napari.explore import open_run_in_viewer
+
+        folder = self.out.path()
+        if folder is not None:
+            open_run_in_viewer(self.viewer, folder)
+
+    # ------------------------------------------------------------------ worker → GUI
+    def _on_update(self, update: TrainUpdate) -> None:
+        self.state.record(update)
+        self.progress.setRange(0, max(1, update.total))
+        self.progress.setValue(update.iteration)
+        p = update.progress
+        if p is not None:
+            self.status.setText(f"epoch {p.epoch + 1}, {p.block} step, band limit {p.band_A:.1f} Å, "
+                                f"{p.seconds:.2f} s/iteration")
+            self._draw_losses()
+        if update.volume is not None:
+            _layers.show_volume(self.viewer, CANONICAL, update.volume, update.pixel_size, rendering="mip",
+                                colormap="bop orange", blending="additive")
+        if update.latents is not None and update.latents.shape[1] >= 1:
+            self.scatter.set_view(LatentView(update.latents))
+
+    def _draw_losses(self) -> None:
+        curves = self.state.curves()
+        self._data_line.set_data(curves["iteration"], curves["data"])
+        self._rigid_line.set_data(curves["iteration"], curves["rigidity"])
+        for ax in (self.loss_plot.axes, self._loss_axes2):
+            ax.relim()
+            ax.autoscale_view()
+        self.loss_plot.draw_idle()
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.state.fail(exc)
+        notify_error(exc)
+
+    def _on_state(self) -> None:
+        s = self.state
+        self.start_button.setEnabled(not s.active)
+        self.resume_button.setEnabled(not s.active)
+        self.pause_button.setEnabled(s.status in ("running", "paused"))
+        self.pause_button.setText("Continue" if s.status == "paused" else "Pause")
+        self.stop_button.setEnabled(s.status in ("running", "paused"))
+        self.explore_button.setEnabled(s.status in ("finished", "stopped"))
+        if s.status == "failed":
+            self.status.setText(f"failed: {s.error}")
+        elif s.status == "paused":
+            self.status.setText("paused")
+        elif s.status == "stopping":
+            self.status.setText("stopping after this iteration ...")
+        elif s.result is not None:
+            r = s.result
+            what = "finished" if r.finished else "stopped (Resume continues)"
+            self.status.setText(f"{what} at iteration {r.iteration} of {r.total}: {r.folder}")

@@ -1,0 +1,287 @@
+"""The napari app in a real viewer (under a virtual X server): widgets dock through the manifest,
+training runs through the Train widget, Explore shows exactly ``run.generate(z)``, Movie writes a
+GIF, Select exports the lassoed particles, the reader and the sample data work.
+
+Skipped when Qt, napari or a display is missing.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                            or os.environ.get("QT_QPA_PLATFORM") == "offscreen"),
+                       reason="no display (install Xvfb for pytest-xvfb)"),
+]
+
+WIDGETS = {"Data": "DataWidget", "Train": "TrainWidget", "Explore": "ExploreWidget", "Movie": "MovieWidget",
+           "Select": "SelectWidget"}
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    v = make_napari_viewer(show=True)
+    v.window.resize(1000, 700)  # a small canvas: 3-D rendering is software-only on CI
+    return v
+
+
+def dock(viewer, name: str):
+    _, widget = viewer.window.add_plugin_dock_widget("flexview", name)
+    return widget
+
+
+def wait_shown(qtbot, widget, z, timeout=20000):
+    qtbot.waitUntil(lambda: widget.shown is not None and np.array_equal(widget.shown.z, z), timeout=timeout)
+
+
+@pytest.mark.parametrize("name", list(WIDGETS))
+def test_each_widget_docks_from_the_manifest(viewer, qtbot, name):
+    widget = dock(viewer, name)
+    assert type(widget).__name__ == WIDGETS[name]
+    assert viewer.window.dock_widgets[f"{name} (flexview)"] is widget
+    qtbot.waitUntil(widget.isVisible, timeout=5000)
+
+
+def test_data_widget_shows_the_inputs_and_shares_them_with_train(viewer, qtbot, tiny_flex_dataset):
+    from flexview.io import read_particles
+
+    data = dock(viewer, "Data")
+    data.particles.set_text(tiny_flex_dataset / "particles.star")
+    data.map.set_text(tiny_flex_dataset / "consensus.mrc")
+    assert data.load(), data.status.text()
+    particles = read_particles(tiny_flex_dataset / "particles.star")
+    assert f"particles: {len(particles)}" in data.summary.toPlainText()
+    assert "optics groups: 1" in data.summary.toPlainText()
+    layer = viewer.layers["consensus"]
+    np.testing.assert_allclose(layer.scale, [particles.pixel_size] * 3)
+    stack = viewer.layers["particles"]
+    np.testing.assert_array_equal(stack.data, particles.images.read(slice(0, 16)))
+    np.testing.assert_allclose(stack.scale[1:], [particles.pixel_size] * 2)
+    data.box.setValue(16)
+    train = dock(viewer, "Train")
+    values = train.form.values()
+    assert values["particles"] == str(tiny_flex_dataset / "particles.star")
+    assert values["consensus_map"] == str(tiny_flex_dataset / "consensus.mrc")
+    assert values["box"] == 16
+
+
+def _configure(train, cfg, out):
+    from dataclasses import asdict
+
+    values = asdict(cfg)
+    values.pop("versions")
+    train.form.set_values(values)
+    train.out.set_text(out)
+
+
+def test_training_runs_to_the_end_in_the_train_widget(viewer, qtbot, tiny_flex_dataset, make_tiny_config,
+                                                      tmp_path):
+    from flexview.run import load_run
+    from flexview.train.runfolder import read_log
+
+    train = dock(viewer, "Train")
+    _configure(train, make_tiny_config(tiny_flex_dataset, epochs=2), tmp_path / "run")
+    assert train.start()
+    qtbot.waitUntil(lambda: train.state.status in ("finished", "failed"), timeout=120000)
+    assert train.state.status == "finished", train.state.error
+    assert train.progress.value() == train.progress.maximum() == 4
+    assert [p.iteration for p in train.state.history] == [0, 1, 2, 3]
+    assert len(read_log(tmp_path / "run" / "log.csv")) == 4
+    run = load_run(tmp_path / "run")
+    np.testing.assert_array_equal(viewer.layers["flexview canonical"].data,
+                                  run.model.canonical.volume.detach().numpy())
+    assert train.explore_button.isEnabled()
+
+
+def test_stop_leaves_a_run_that_resume_finishes(viewer, qtbot, tiny_flex_dataset, make_tiny_config, tmp_path):
+    from flexview.run import load_run
+
+    train = dock(viewer, "Train")
+    _configure(train, make_tiny_config(tiny_flex_dataset, epochs=200), tmp_path / "run")
+    train.refresh.setValue(1)
+    assert train.start()
+    qtbot.waitUntil(lambda: len(train.state.history) >= 1 or train.state.status == "failed", timeout=60000)
+    train.stop()
+    qtbot.waitUntil(lambda: train.state.status in ("stopped", "finished", "failed"), timeout=60000)
+    assert train.state.status == "stopped", train.state.error
+    stopped_at = train.state.result.iteration
+    assert 1 <= stopped_at < 400
+    assert load_run(tmp_path / "run").latents.shape == (40, 2)   # a complete run folder
+    train.form.set_values({"epochs": 1 + stopped_at // 2})
+    assert train.start(resume=True)
+    qtbot.waitUntil(lambda: train.state.status in ("finished", "failed"), timeout=60000)
+    assert train.state.status == "finished", train.state.error
+    assert train.state.result.iteration == 2 * (1 + stopped_at // 2)
+    iterations = [p.iteration for p in train.state.history]
+    assert iterations == list(range(train.state.result.iteration))
+
+
+def test_a_training_error_shows_a_message_and_the_viewer_lives_on(viewer, qtbot, tiny_flex_dataset,
+                                                                  make_tiny_config, tmp_path):
+    train = dock(viewer, "Train")
+    _configure(train, make_tiny_config(tiny_flex_dataset), tmp_path / "run")
+    missing = tmp_path / "missing.star"
+    train.form.set_values({"particles": str(missing)})
+    assert train.start()
+    qtbot.waitUntil(lambda: train.state.status == "failed", timeout=30000)
+    assert str(missing) in train.status.text() and "not found" in train.status.text()
+    assert train.start_button.isEnabled()
+    viewer.add_image(np.zeros((4, 4)), name="still alive")
+    assert "still alive" in viewer.layers
+
+
+def test_explore_shows_exactly_the_density_at_z(viewer, qtbot, tiny_flex_run):
+    from flexview._napari.explore import open_run_in_viewer
+
+    explore = open_run_in_viewer(viewer, tiny_flex_run)
+    run = explore.state.run
+    z = np.array([0.7, -0.4], dtype=np.float32)
+    explore.state.set_z(z)
+    wait_shown(qtbot, explore, z)
+    layer = viewer.layers["flexview density"]
+    assert np.array_equal(layer.data, run.generate(z))
+    np.testing.assert_allclose(layer.scale, [run.pixel_size] * 3)
+    assert viewer.dims.ndisplay == 3
+    # a click on the scatter (view coordinates = latent coordinates for K = 2) and the sliders agree
+    explore.scatter.picked.emit(np.array([-0.25, 0.5]))
+    z2 = np.array([-0.25, 0.5], dtype=np.float32)
+    wait_shown(qtbot, explore, z2)
+    assert np.array_equal(viewer.layers["flexview density"].data, run.generate(z2))
+    assert [round(s.value(), 2) for s in explore.sliders] == [-0.25, 0.5]
+
+
+def test_explore_flow_arrows_and_mesh_follow_the_engine(viewer, qtbot, tiny_flex_run):
+    from flexview._napari._layers import physical_to_world
+    from flexview._napari.explore import open_run_in_viewer
+
+    explore = open_run_in_viewer(viewer, tiny_flex_run)
+    run = explore.state.run
+    explore.arrow_scale.setValue(4.0)
+    explore.arrows.setChecked(True)
+    explore.mesh.setChecked(True)
+    z = np.array([1.5, 0.5], dtype=np.float32)
+    explore.state.set_z(z)
+    qtbot.waitUntil(lambda: explore.shown is not None and np.array_equal(explore.shown.z, z)
+                    and explore.shown.surface is not None, timeout=20000)
+    disp = run.displacement(z)
+    moved = np.linalg.norm(disp, axis=1) >= 1e-3
+    vectors = viewer.layers["flexview flow"].data
+    np.testing.assert_allclose(vectors[:, 0], physical_to_world(run.mesh.vertices[moved], run.box, run.pixel_size))
+    np.testing.assert_allclose(vectors[:, 1], 4.0 * disp[moved][:, ::-1], rtol=1e-5, atol=1e-6)
+    verts = viewer.layers["flexview mesh"].data[0]
+    np.testing.assert_allclose(verts, physical_to_world(run.mesh.vertices + disp, run.box, run.pixel_size), atol=1e-5)
+
+
+def test_3d_screenshot_of_the_density_is_not_blank(viewer, qtbot, tiny_flex_run):
+    from flexview._napari.explore import open_run_in_viewer
+
+    explore = open_run_in_viewer(viewer, tiny_flex_run)
+    wait_shown(qtbot, explore, explore.state.z)
+    assert viewer.dims.ndisplay == 3
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    gray = shot[..., :3].astype(float).mean(axis=2)
+    assert gray.std() > 5.0
+    assert (gray > 60).mean() > 0.005     # some of the canvas shows the surface
+
+
+def test_movie_writes_a_five_frame_gif_and_the_volume_series(viewer, qtbot, tiny_flex_run, tmp_path):
+    import imageio.v3 as iio
+
+    from flexview.io import read_map
+
+    explore = dock(viewer, "Explore")
+    explore.open_folder(tiny_flex_run)
+    movie = dock(viewer, "Movie")
+    assert movie.state.run is explore.state.run              # the run is shared between widgets
+    movie.n_frames.setValue(5)
+    movie.rotate.setValue(40.0)
+    movie.frame_width.setValue(160)
+    movie.gif.setChecked(True)
+    movie.mrc.setChecked(True)
+    movie.output.set_text(tmp_path / "latent.gif")
+    assert movie.record()
+    qtbot.waitUntil(lambda: not movie.recording, timeout=60000)
+    assert set(movie.written) == {"gif", "mrc"}, movie.status.text()
+    frames = iio.imread(tmp_path / "latent.gif", index=None)
+    assert frames.shape[0] == 5 and frames.shape[2] == 160
+    run = movie.state.run
+    points = run.axis_values(0, 5, movie.extent.value())
+    for i in range(5):
+        volume, px = read_map(tmp_path / "latent_frames" / f"frame_{i:03d}.mrc")
+        np.testing.assert_array_equal(volume, run.generate(points[i]))
+        assert px == pytest.approx(run.pixel_size)
+    assert (tmp_path / "latent_frames" / "latents.csv").read_text().count("\n") == 6
+
+
+def test_movie_along_a_drawn_path(viewer, qtbot, tiny_flex_run, tmp_path):
+    movie = dock(viewer, "Movie")
+    movie.folder.set_text(tiny_flex_run)
+    movie.open_folder()
+    movie.scatter.polyline_changed.emit(np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0]]))  # three clicks
+    assert movie.source.currentText() == "drawn path"
+    movie.n_frames.setValue(5)
+    movie.read_settings()
+    np.testing.assert_allclose(movie.state.points(), [[-1, -1], [0, -1], [1, -1], [1, 0], [1, 1]], atol=1e-6)
+    movie.gif.setChecked(False)
+    movie.mp4.setChecked(True)
+    movie.output.set_text(tmp_path / "path.mp4")
+    assert movie.record()
+    qtbot.waitUntil(lambda: not movie.recording, timeout=60000)
+    assert (tmp_path / "path.mp4").stat().st_size > 1000, movie.status.text()
+
+
+def test_lasso_selection_exports_exactly_the_selected_particles(viewer, qtbot, tiny_flex_run, tmp_path):
+    from matplotlib.path import Path as PolygonPath
+
+    from flexview.io import read_particles
+
+    select = dock(viewer, "Select")
+    select.folder.set_text(tiny_flex_run)
+    select.open_folder()
+    z = select.state.run.latents
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    mid = (lo + hi) / 2
+    polygon = np.array([[lo[0] - 1, lo[1] - 1], [mid[0], lo[1] - 1], [mid[0], mid[1]], [lo[0] - 1, hi[1] + 1]])
+    select.scatter.polygon_drawn.emit(polygon)                 # as the lasso tool emits it
+    expected = PolygonPath(polygon).contains_points(z)
+    assert 0 < expected.sum() < len(z)
+    assert select.count.text().startswith(f"{expected.sum():,} of {len(z):,}")
+    select.star.set_text(tmp_path / "subset.star")
+    assert select.export() == [tmp_path / "subset.star"]
+    back = read_particles(tmp_path / "subset.star")
+    original = read_particles(select.state.run.config.particles)
+    rows = np.nonzero(expected)[0]
+    assert len(back) == len(rows)
+    np.testing.assert_array_equal(back.images.read(slice(None)), original.images.read(rows))
+    np.testing.assert_allclose(back.extra["flexviewLatent1"].to_numpy(float), z[rows, 0], rtol=1e-6, atol=1e-7)
+
+
+def test_a_run_folder_opens_in_explore(viewer, qtbot, tiny_flex_run):
+    viewer.open(str(tiny_flex_run), plugin="flexview")
+    widgets = [w for w in viewer.window.dock_widgets.values() if type(w).__name__ == "ExploreWidget"]
+    assert len(widgets) == 1
+    explore = widgets[0]
+    wait_shown(qtbot, explore, explore.state.z)
+    assert np.array_equal(viewer.layers["flexview density"].data, explore.state.run.generate(explore.state.z))
+
+
+def test_sample_data_opens_the_synthetic_protein(viewer, monkeypatch, tmp_path):
+    from flexview._napari import sample
+
+    monkeypatch.setenv("FLEXVIEW_SAMPLE_DIR", str(tmp_path / "sample"))
+    monkeypatch.setattr(sample, "SAMPLE", dict(kind="hinge", n_particles=20, box=24, snr=1.0, seed=0))
+    viewer.open_sample("flexview", "hinge")
+    consensus = viewer.layers["consensus (sample)"]
+    assert consensus.data.shape == (24, 24, 24)
+    np.testing.assert_allclose(consensus.scale, [160.0 / 24] * 3)
+    assert viewer.layers["particles (sample)"].data.shape == (16, 24, 24)
+    assert (tmp_path / "sample" / "particles.star").is_file()
