@@ -6,6 +6,9 @@ memory (CUDA: max_memory_allocated; CPU: peak resident set size of the process s
 
     python bench/forward.py --device cpu --threads 2
     python bench/forward.py --device cuda --batch 512
+
+OpenMP threads that busy-wait collapse throughput (10× and worse) when other processes share
+the cores, so this script asks for passive waiting unless OMP_WAIT_POLICY is already set.
 """
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ import os
 import resource
 import time
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")      # before torch starts OpenMP
 
-from flexview.model import (CanonicalMap, CTFParams, FlexForwardModel, FlowGenerator,
-                            build_regular_mesh, data_loss, density_mask, random_rotations,
-                            voxel_coords)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flexview.model import (CanonicalMap, CTFParams, FlexForwardModel,  # noqa: E402
+                            FlowGenerator, build_regular_mesh, data_loss, density_mask,
+                            random_rotations, voxel_coords)
 
 
 def blob(box: int, pixel_size: float, rng: np.random.Generator) -> np.ndarray:
@@ -120,7 +125,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     batch = args.batch or (512 if args.device.startswith("cuda") else 64)
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.1f}")
     print("                                       images / wall s     images / CPU s")
     print("  box kernel   voxels  verts  batch        fwd        f+b        fwd        f+b  peak MB")
     for box in args.boxes:

@@ -158,16 +158,16 @@ def test_gradients_for_map_flow_and_latents(kernel):
     assert knot_distance(model, z, rot, orig) > 1e-5    # ≫ the finite-difference steps (1e-6)
     target = fft2_centered(torch.randn(2, BOX, BOX, dtype=torch.float64))
 
-    def loss(**params):
-        out = torch.func.functional_call(model, params, (params.pop("z", z), rot, orig, ctf))
+    def loss(latents=z, **params):
+        out = torch.func.functional_call(model, params, (latents, rot, orig, ctf))
         return data_loss(fft2_centered(out), target)
 
     vol = model.canonical.volume.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: loss(**{"canonical.volume": v}), (vol,), fast_mode=True)
     for name in ("flow.net.0.weight", "flow.net.0.bias", "flow.net.2.weight"):
         p = dict(model.named_parameters())[name].detach().clone().requires_grad_(True)
-        assert torch.autograd.gradcheck(lambda w: loss(**{name: w}), (p,), fast_mode=True)
-    assert torch.autograd.gradcheck(lambda zz: loss(z=zz), (z,))
+        assert torch.autograd.gradcheck(lambda w, name=name: loss(**{name: w}), (p,), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda zz: loss(latents=zz), (z,))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

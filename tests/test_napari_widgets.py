@@ -73,6 +73,24 @@ def test_data_widget_shows_the_inputs_and_shares_them_with_train(viewer, qtbot, 
     assert values["box"] == 16
 
 
+def test_data_widget_reads_cryosparc_files(viewer, tiny_flex_dataset):
+    data = dock(viewer, "Data")
+    data.particles.set_text(tiny_flex_dataset / "particles.cs")
+    data.map.set_text(tiny_flex_dataset / "consensus.mrc")
+    assert data.load(), data.status.text()
+    assert "format: cryoSPARC .cs" in data.summary.toPlainText()
+    assert "particles: 40" in data.summary.toPlainText()
+
+
+def test_data_widget_names_the_bad_file(viewer, tmp_path):
+    bad = tmp_path / "broken.star"
+    bad.write_text("data_particles\nloop_\n_rlnImageName #1\n")
+    data = dock(viewer, "Data")
+    data.particles.set_text(bad)
+    assert not data.load()
+    assert str(bad) in data.status.text()
+
+
 def _configure(train, cfg, out):
     from dataclasses import asdict
 
@@ -158,6 +176,40 @@ def test_explore_shows_exactly_the_density_at_z(viewer, qtbot, tiny_flex_run):
     assert [round(s.value(), 2) for s in explore.sliders] == [-0.25, 0.5]
 
 
+@pytest.fixture(scope="module")
+def three_latent_run(tiny_flex_dataset, tmp_path_factory):
+    """A one-epoch run with K = 3 latent dimensions."""
+    from conftest import tiny_train_config
+
+    from flexview.train import TrainingSession
+
+    out = tmp_path_factory.mktemp("k3") / "run"
+    TrainingSession.start(tiny_train_config(tiny_flex_dataset, latent_dim=3, latent_init="pca"), out).run()
+    return out
+
+
+def test_explore_with_three_latent_dimensions_uses_pca_and_sliders(viewer, qtbot, three_latent_run):
+    from flexview._napari.explore import open_run_in_viewer
+
+    explore = open_run_in_viewer(viewer, three_latent_run)
+    run = explore.state.run
+    assert explore.view_choice.currentText() == "PCA" and len(explore.sliders) == 3
+    assert [explore.view_choice.itemText(i) for i in range(4)] == ["PCA", "z1 / z2", "z1 / z3", "z2 / z3"]
+    base = explore.state.z.copy()
+    explore.scatter.picked.emit(np.array([0.4, -0.3]))             # a click in the PCA plane
+    view = explore.state.view
+    np.testing.assert_allclose(view.project(explore.state.z), [0.4, -0.3], atol=1e-5)
+    normal = np.eye(3) - view.basis @ view.basis.T                  # the rest of z is kept
+    np.testing.assert_allclose(normal @ explore.state.z, normal @ base, atol=1e-5)
+    explore.sliders[2].setValue(1.25)                               # one slider moves one coordinate
+    z = explore.state.z
+    assert z[2] == pytest.approx(1.25, abs=1e-6)
+    wait_shown(qtbot, explore, z)
+    assert np.array_equal(viewer.layers["flexview density"].data, run.generate(z))
+    explore.view_choice.setCurrentText("z2 / z3")
+    np.testing.assert_allclose(explore.state.view.points, run.latents[:, 1:], rtol=1e-6)
+
+
 def test_explore_flow_arrows_and_mesh_follow_the_engine(viewer, qtbot, tiny_flex_run):
     from flexview._napari._layers import physical_to_world
     from flexview._napari.explore import open_run_in_viewer
@@ -180,17 +232,42 @@ def test_explore_flow_arrows_and_mesh_follow_the_engine(viewer, qtbot, tiny_flex
     np.testing.assert_allclose(verts, physical_to_world(run.mesh.vertices + disp, run.box, run.pixel_size), atol=1e-5)
 
 
-def test_3d_screenshot_of_the_density_is_not_blank(viewer, qtbot, tiny_flex_run):
+@pytest.mark.parametrize("rendering", ["iso", "attenuated_mip"])
+def test_3d_screenshot_of_the_density_is_not_blank(viewer, qtbot, tiny_flex_run, rendering):
     from flexview._napari.explore import open_run_in_viewer
 
     explore = open_run_in_viewer(viewer, tiny_flex_run)
+    explore.rendering.setCurrentText(rendering)
     wait_shown(qtbot, explore, explore.state.z)
-    assert viewer.dims.ndisplay == 3
+    layer = viewer.layers["flexview density"]
+    assert layer.rendering == rendering and viewer.dims.ndisplay == 3
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     gray = shot[..., :3].astype(float).mean(axis=2)
     assert gray.std() > 5.0
-    assert (gray > 60).mean() > 0.005     # some of the canvas shows the surface
+    assert 0.002 < (gray > 40).mean() < 0.9     # the molecule covers part of the canvas, not all of it
+
+
+def test_pause_holds_training_until_continue(viewer, qtbot, tiny_flex_dataset, make_tiny_config, tmp_path):
+    import time
+
+    train = dock(viewer, "Train")
+    _configure(train, make_tiny_config(tiny_flex_dataset, epochs=100), tmp_path / "run")
+    assert train.start()
+    qtbot.waitUntil(lambda: len(train.state.history) >= 1, timeout=60000)
+    train.toggle_pause()
+    qtbot.waitUntil(lambda: train.state.status == "paused", timeout=30000)
+    assert train.pause_button.text() == "Continue"
+    held = len(train.state.history)
+    time.sleep(0.3)
+    qtbot.wait(200)
+    assert len(train.state.history) == held
+    train.toggle_pause()
+    qtbot.waitUntil(lambda: train.state.status == "running", timeout=30000)
+    qtbot.waitUntil(lambda: len(train.state.history) > held or train.state.status != "running", timeout=30000)
+    train.stop()
+    qtbot.waitUntil(lambda: not train.state.active, timeout=60000)
+    assert train.state.status in ("stopped", "finished")
 
 
 def test_movie_writes_a_five_frame_gif_and_the_volume_series(viewer, qtbot, tiny_flex_run, tmp_path):

@@ -14,7 +14,24 @@ from flexview.model.mesh import TetMesh
 DENSITY = "flexview density"
 ARROWS = "flexview flow"
 MESH = "flexview mesh"
-RENDERINGS = ("iso", "attenuated_mip", "mip", "translucent")
+RENDERINGS = ("iso", "attenuated_mip", "mip")
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software")
+
+
+def software_opengl() -> bool:
+    """True when OpenGL is a software renderer (no GPU): iso-surfaces then take seconds per draw."""
+    try:
+        from vispy.gloo import gl
+
+        renderer = str(gl.glGetParameter(gl.GL_RENDERER)).lower()
+    except Exception:  # no current context: assume hardware
+        return False
+    return any(name in renderer for name in SOFTWARE_GL)
+
+
+def default_rendering() -> str:
+    """"iso" with a GPU; "attenuated_mip" (tens of ms per draw) with software OpenGL."""
+    return "attenuated_mip" if software_opengl() else "iso"
 
 
 def physical_to_world(points_xyz: np.ndarray, box: int, pixel_size: float) -> np.ndarray:
@@ -26,7 +43,7 @@ def find_layer(viewer, name: str):
     return viewer.layers[name] if name in viewer.layers else None
 
 
-def show_volume(viewer, name: str, volume: np.ndarray, pixel_size: float, *, rendering: str = "iso",
+def show_volume(viewer, name: str, volume: np.ndarray, pixel_size: float, *, rendering: str | None = None,
                 iso_threshold: float | None = None, colormap: str = "gray", blending: str | None = None,
                 three_d: bool = True):
     """Put ``volume`` (z, y, x) in the image layer ``name`` (created on first use, data swapped after).
@@ -40,8 +57,9 @@ def show_volume(viewer, name: str, volume: np.ndarray, pixel_size: float, *, ren
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
+    rendering = rendering or default_rendering()
     hi = float(np.percentile(volume, 99.99)) if volume.size else 1.0
-    lo = float(min(volume.min(), 0.0))
+    lo = 0.0 if hi > 0 else float(volume.min())  # density is positive: negative noise stays black
     kwargs = {}
     if iso_threshold is not None:
         kwargs["iso_threshold"] = float(iso_threshold)
@@ -51,6 +69,7 @@ def show_volume(viewer, name: str, volume: np.ndarray, pixel_size: float, *, ren
                              **kwargs)
     if three_d and viewer.dims.ndisplay != 3:
         viewer.dims.ndisplay = 3
+    viewer.reset_view()
     return layer
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -66,14 +66,29 @@ class PathPicker(QWidget):
             self.set_text(chosen)
 
 
+class _VerticalScroll(QScrollArea):
+    """Scrolls vertically only; asks for the full width of its contents."""
+
+    def _extra(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint()
+        return QSize(inner.width() + self._extra(), min(inner.height(), 900))
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(self.widget().minimumSizeHint().width() + self._extra(), 120)
+
+
 def scroll_layout(widget: QWidget) -> QVBoxLayout:
     """Give ``widget`` a vertical scroll area and return the layout of its contents, so a tall
     dock widget never forces the viewer window to grow."""
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
-    area = QScrollArea()
+    area = _VerticalScroll()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     inner = QWidget()
     area.setWidget(inner)
     outer.addWidget(area)

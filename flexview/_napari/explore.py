@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
@@ -151,6 +152,13 @@ class ExploreWidget(QWidget):
         self.view_choice.setToolTip("the plane of latent space shown in the scatter (PCA when K > 2)")
         self.view_choice.currentTextChanged.connect(self._choose_view)
         form.addRow("view", self.view_choice)
+        self.rendering = QComboBox()
+        self.rendering.addItems(list(_layers.RENDERINGS))
+        self.rendering.setCurrentText(_layers.default_rendering())
+        self.rendering.setToolTip("iso-surface, or attenuated / plain maximum-intensity projection "
+                                  "(iso-surfaces take seconds per draw without a GPU)")
+        self.rendering.currentTextChanged.connect(self._options_changed)
+        form.addRow("rendering", self.rendering)
         layout.addLayout(form)
         self.scatter = ScatterCanvas(theme_colors(self.viewer), mode="pick")
         self.scatter.setToolTip("click or drag to set the latent point")
@@ -167,13 +175,14 @@ class ExploreWidget(QWidget):
         self.arrow_scale.setValue(self.state.arrow_scale)
         self.mesh = QCheckBox("deformed mesh")
         self.mesh.setToolTip("surface of the tetrahedral mesh moved by the flow at z")
-        for w in (self.arrows, self.arrow_scale, self.mesh):
-            options.addWidget(w)
+        options.addWidget(self.arrows)
+        options.addWidget(self.arrow_scale)
         options.addStretch(1)
         self.arrows.toggled.connect(self._options_changed)
         self.mesh.toggled.connect(self._options_changed)
         self.arrow_scale.valueChanged.connect(self._options_changed)
         layout.addLayout(options)
+        layout.addWidget(self.mesh)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
@@ -245,16 +254,19 @@ class ExploreWidget(QWidget):
             self.state.set_component(k, value)
 
     def _on_z(self, z: np.ndarray) -> None:
+        self.request_render()  # first: the volume renders while the GUI thread updates the controls
         for k, slider in enumerate(self.sliders):
             slider.blockSignals(True)
             slider.setValue(float(z[k]))
             slider.blockSignals(False)
         if self.state.view is not None:
             self.scatter.set_marker(self.state.view.project(z))
-        self.request_render()
 
     def _options_changed(self, *_) -> None:
         self.state.arrow_scale = float(self.arrow_scale.value())
+        layer = _layers.find_layer(self.viewer, _layers.DENSITY)
+        if layer is not None and layer.rendering != self.rendering.currentText():
+            layer.rendering = self.rendering.currentText()
         if not self.arrows.isChecked():
             _layers.remove_layer(self.viewer, _layers.ARROWS)
         if not self.mesh.isChecked():
@@ -267,6 +279,9 @@ class ExploreWidget(QWidget):
             self.renderer.request((self.state.z.copy(), self.arrows.isChecked(), self.mesh.isChecked()))
 
     def _render_request(self, request) -> Rendered:
+        # one CPU thread: the GUI thread draws at the same time, and OpenMP threads that spin
+        # against it cost far more than they gain on volumes this small
+        torch.set_num_threads(1)
         z, arrows, mesh = request
         return self.state.render(z, arrows, mesh)
 
@@ -286,7 +301,7 @@ class ExploreWidget(QWidget):
         if self._threshold is None:
             self._threshold = self.state.iso_threshold()
         _layers.show_volume(self.viewer, _layers.DENSITY, result.volume, run.pixel_size,
-                            iso_threshold=self._threshold)
+                            rendering=self.rendering.currentText(), iso_threshold=self._threshold)
         if result.vectors is not None:
             _layers.show_vectors(self.viewer, result.vectors)
         if result.surface is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from psygnal import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -85,9 +86,15 @@ class MovieState:
         return self.run.axis_values(s.axis, s.frames, s.extent)
 
     def volumes(self, points: np.ndarray):
-        """Generator of ``(i, z, volume)``: the engine's density at each point (any thread)."""
-        for i, z in enumerate(points):
-            yield i, z, self.run.generate(z)
+        """Generator of ``(i, z, volume)``: the engine's density at each point (any thread; one
+        torch CPU thread there, as the GUI thread draws each frame meanwhile)."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for i, z in enumerate(points):
+                yield i, z, self.run.generate(z)
+        finally:
+            torch.set_num_threads(previous)  # the worker's thread is pooled
 
     def camera_angles(self, start: tuple[float, float, float], i: int, n: int) -> tuple[float, float, float]:
         """Camera Euler angles (degrees) of frame ``i`` of ``n``: ``start`` turned about the

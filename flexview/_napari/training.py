@@ -201,7 +201,7 @@ class TrainWidget(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         colors = theme_colors(self.viewer)
-        self.loss_plot = PlotCanvas(colors, height=2.0, margins=(52, 52, 40, 12))
+        self.loss_plot = PlotCanvas(colors, height=2.0, margins=(56, 64, 40, 12))
         self._loss_axes2 = self.loss_plot.axes.twinx()
         self.loss_plot.style_axes(self._loss_axes2)
         self._style_loss_axes()
@@ -288,10 +288,21 @@ class TrainWidget(QWidget):
                                 f"{p.seconds:.2f} s/iteration")
             self._draw_losses()
         if update.volume is not None:
+            if _layers.find_layer(self.viewer, CANONICAL) is None:
+                self._hide_inputs()
             _layers.show_volume(self.viewer, CANONICAL, update.volume, update.pixel_size, rendering="mip",
                                 colormap="bop orange", blending="additive")
         if update.latents is not None and update.latents.shape[1] >= 1:
             self.scatter.set_view(LatentView(update.latents))
+
+    def _hide_inputs(self) -> None:
+        """The canonical map takes the place of the Data widget's consensus map and images."""
+        from flexview._napari.data import MAP_LAYER, MASK_LAYER, PARTICLES_LAYER
+
+        for name in (MAP_LAYER, MASK_LAYER, PARTICLES_LAYER):
+            layer = _layers.find_layer(self.viewer, name)
+            if layer is not None:
+                layer.visible = False
 
     def _draw_losses(self) -> None:
         curves = self.state.curves()

@@ -26,6 +26,7 @@ __all__ = ["TetMesh", "build_regular_mesh", "density_mask", "auto_threshold", "l
 # Kuhn tetrahedra of the unit cube: permutation π of axes (x=0, y=1, z=2); the tetrahedron
 # (0, e_π0, e_π0 + e_π1, 1) holds the points with f_π0 ≥ f_π1 ≥ f_π2.
 _PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+_SLOT_OF_CODE = np.array([-1, 0, 1, 2, -1, 3, 4, 5, -1])     # 3·π0 + π1 → index in _PERMUTATIONS
 _ARRAYS = ("vertices", "cells", "rigidity_weight", "pinned", "segment")
 
 
@@ -197,7 +198,9 @@ def build_regular_mesh(density: np.ndarray, pixel_size: float, *, threshold: flo
     coords = voxel_coords(box, pixel_size, dtype=torch.float64).numpy().reshape(-1, 3)
     cube, inside = cube_index(coords, origin, spacing, shape)
     kept = np.unique(cube[mask.reshape(-1) & inside])
-    mean = _cube_mean(np.clip(density.reshape(-1), 0, None)[inside], cube[inside], shape)[kept]
+    total = np.bincount(cube[inside], weights=np.clip(density.reshape(-1), 0, None)[inside],
+                        minlength=int(np.prod(shape)))
+    mean = (total / np.maximum(np.bincount(cube[inside], minlength=len(total)), 1))[kept]
     vertices, cells = _kuhn_cells(kept, origin, spacing, shape)
     w_lo, w_hi = rigidity_range
     weight = w_lo + (w_hi - w_lo) * np.clip(mean / max(mean.max(), 1e-30), 0.0, 1.0)
@@ -206,13 +209,6 @@ def build_regular_mesh(density: np.ndarray, pixel_size: float, *, threshold: flo
     if pin_mask is not None:
         mesh.pinned = _pinned(vertices, np.asarray(pin_mask, bool), box, pixel_size)
     return mesh
-
-
-def _cube_mean(values: np.ndarray, cube: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    n = int(np.prod(shape))
-    total = np.bincount(cube, weights=values, minlength=n)
-    count = np.bincount(cube, minlength=n)
-    return total / np.maximum(count, 1)
 
 
 def _kuhn_cells(cubes: np.ndarray, origin: np.ndarray, spacing: float, shape: np.ndarray):
@@ -267,10 +263,7 @@ def _kuhn_slot(points: np.ndarray, origin: np.ndarray, spacing: float) -> np.nda
     frac = (points - origin) / spacing
     frac -= np.floor(frac)
     order = np.argsort(-frac, axis=1, kind="stable")
-    code_to_slot = np.full(9, -1)
-    for slot, (a, b, _) in enumerate(_PERMUTATIONS):
-        code_to_slot[3 * a + b] = slot
-    return code_to_slot[3 * order[:, 0] + order[:, 1]]
+    return _SLOT_OF_CODE[3 * order[:, 0] + order[:, 1]]
 
 
 def locate(mesh: TetMesh, points) -> tuple[np.ndarray, np.ndarray]:
@@ -288,10 +281,7 @@ def locate(mesh: TetMesh, points) -> tuple[np.ndarray, np.ndarray]:
     """
     points = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points,
                         dtype=np.float64).reshape(-1, 3)
-    if mesh.grid_origin is not None:
-        cell = _grid_cells(mesh, points)
-    else:
-        cell = _searched_cells(mesh, points)
+    cell = _grid_cells(mesh, points) if mesh.grid_origin is not None else _searched_cells(mesh, points)
     bary = np.zeros((len(points), 4))
     hit = cell >= 0
     if hit.any():

@@ -130,7 +130,8 @@ class TrainingSession:
         """flow.pt, canonical.mrc, latents.npy, latents.star and log.csv."""
         model, f = self.trainer.model, self.folder
         save_torch(f.flow, {k: v.cpu() for k, v in model.flow.state_dict().items()})
-        write_map(f.canonical, model.canonical.volume.detach().cpu().numpy(), model.pixel_size)
+        with torch.no_grad():  # the band-limited density the model used
+            write_map(f.canonical, model.canonical.density().cpu().numpy(), model.pixel_size)
         z = self.trainer.latents.numpy().astype(np.float32)
         save_npy(f.latents, z)
         columns = {LATENT_COLUMN.format(k + 1): z[:, k] for k in range(z.shape[1])}

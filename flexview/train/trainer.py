@@ -158,6 +158,8 @@ class Trainer:
             self.latents[rows] = z.cpu()
         losses = self._update(block, batch, z, radius)
         self.iteration += 1
+        if self.iteration % self.iters_per_epoch == 0 and epoch >= fixed:
+            self.standardise_latents()
         return Progress(it, self.total_iters, epoch, block, band, *losses, time.perf_counter() - t0)
 
     def _update(self, block: str, batch: Batch, z: Tensor, radius: float) -> tuple[float, float, float]:
@@ -204,6 +206,21 @@ class Trainer:
             (self.cfg.rigidity_weight * r).backward()
             rigid = float(r.detach())
         return data_total, rigid
+
+    @torch.no_grad()
+    def standardise_latents(self) -> None:
+        """Centre the training latents and give each axis unit variance, absorbing the change into
+        the flow generator's first layer so every particle's deformation stays exactly the same.
+
+        Keeps the latents at the scale of the unit Gaussian prior and of the injected noise, so a
+        weak early flow cannot shrink them towards zero.
+        """
+        z = self.latents[self.train_rows]
+        mean, std = z.mean(dim=0), z.std(dim=0).clamp_min(1e-6)
+        first = self.model.flow.net[0]
+        first.bias += first.weight.cpu().matmul(mean).to(first.bias.device)
+        first.weight *= std.to(first.weight.device)
+        self.latents = (self.latents - mean) / std
 
     # ---------------------------------------------------------------- loop
     def iterate(self):

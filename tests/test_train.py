@@ -1,0 +1,137 @@
+"""Training on synthetic data with known motion: recovery, no invented motion, the run folder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import flexview
+from flexview.io import read_particles
+from flexview.train import TrainConfig, TrainingSession
+from flexview.train.runfolder import RunFolder, read_log
+
+TRAIN = dict(box=24, epochs=6, batch_size=50, cells_across=6, lr_flow=0.01, checkpoint_every=1000,
+             device="cpu")
+
+
+def _train(dataset, out, **changes):
+    values = dict(TRAIN, particles=str(dataset / "particles.star"),
+                  consensus_map=str(dataset / "consensus.mrc"))
+    values.update(changes)
+    session = TrainingSession.start(TrainConfig(**values), out)
+    session.run()
+    return session
+
+
+@pytest.fixture(scope="module")
+def hinge_run(tmp_path_factory):
+    from flexview.synth import make_dataset
+
+    root = tmp_path_factory.mktemp("hinge")
+    make_dataset(root / "data", kind="hinge", n_particles=400, box=32, snr=0.5, seed=1)
+    return root / "data", _train(root / "data", root / "run")
+
+
+@pytest.fixture(scope="module")
+def rigid_run(tmp_path_factory):
+    from flexview.synth import make_dataset
+
+    root = tmp_path_factory.mktemp("rigid")
+    make_dataset(root / "data", kind="rigid", n_particles=400, box=32, snr=0.5, seed=1)
+    return root / "data", _train(root / "data", root / "run")
+
+
+def _mean_displacement(session, z) -> float:
+    """Mean displacement (Å) over the particles at the mask voxels, weighted by density."""
+    model = session.trainer.model
+    with torch.no_grad():
+        pos = model.voxel_positions(torch.as_tensor(z))
+        disp = (pos - model.canonical.masked_coords()).norm(dim=-1)
+        w = model.canonical.masked_values().clamp_min(0)
+        return float((disp * w).sum(dim=1).mean() / w.sum())
+
+
+def test_latents_recover_the_hinge_motion(hinge_run):
+    data, session = hinge_run
+    z = session.trainer.latents.numpy()
+    truth = np.load(data / "ground_truth" / "motion_coords.npy")
+    best = max(abs(np.corrcoef(z[:, k], truth[:, 0])[0, 1]) for k in range(z.shape[1]))
+    assert best > 0.5
+
+
+def test_rigid_data_gets_much_less_motion_than_hinged_data(hinge_run, rigid_run):
+    hinge = _mean_displacement(hinge_run[1], hinge_run[1].trainer.latents.numpy())
+    rigid = _mean_displacement(rigid_run[1], rigid_run[1].trainer.latents.numpy())
+    assert rigid < 1.5, "a rigid particle set must not get a flow of more than a fraction of a pixel"
+    assert rigid < hinge
+
+
+def test_run_folder_contract(hinge_run):
+    data, session = hinge_run
+    folder = session.folder
+    for path in (folder.config, folder.mesh, folder.mask, folder.flow, folder.canonical, folder.latents,
+                 folder.latents_star, folder.log, folder.checkpoint, folder.calibration):
+        assert path.is_file(), path
+    state = torch.load(folder.flow, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    z = np.load(folder.latents, allow_pickle=False)
+    assert z.shape == (400, 2) and z.dtype == np.float32
+    star = read_particles(folder.latents_star)
+    assert np.allclose(star.extra["flexviewLatent1"], z[:, 0], atol=1e-5)
+    original = read_particles(data / "particles.star")
+    assert np.allclose(star.rotations, original.rotations, atol=1e-6)
+    log = read_log(folder.log)
+    assert [r["iteration"] for r in log] == list(range(session.trainer.total_iters))
+    cfg = TrainConfig.from_json(folder.config)
+    assert cfg.box == 24 and cfg.versions["torch"] == torch.__version__
+
+
+def test_load_run_generates_the_model_density(hinge_run):
+    _, session = hinge_run
+    run = flexview.load_run(session.folder.root)
+    z = np.array([0.7, -0.3], dtype=np.float32)
+    with torch.no_grad():
+        expected = session.trainer.model.volume_at(torch.as_tensor(z)).numpy()
+    assert np.allclose(run.generate(z), expected, atol=1e-5 * np.abs(expected).max())
+    assert np.allclose(run.latents, session.trainer.latents.numpy())
+    assert run.generate(z).shape == (24, 24, 24)
+
+
+def test_half_set_training_embeds_the_other_half(tiny_flex_dataset, make_tiny_config, tmp_path):
+    session = TrainingSession.start(make_tiny_config(tiny_flex_dataset, halves="A"), tmp_path / "run")
+    session.run()
+    particles = read_particles(tiny_flex_dataset / "particles.star")
+    assert len(session.trainer.train_rows) == int((particles.half_set == 0).sum())
+    z = np.load(RunFolder(tmp_path / "run").latents)
+    assert z.shape == (len(particles), 2) and np.isfinite(z).all()
+
+
+def test_resume_continues_exactly_where_the_checkpoint_left_off(tiny_flex_dataset, make_tiny_config, tmp_path):
+    cfg = make_tiny_config(tiny_flex_dataset, epochs=2, checkpoint_every=1)
+    full = TrainingSession.start(cfg, tmp_path / "full")
+    full.run()
+    part = TrainingSession.start(make_tiny_config(tiny_flex_dataset, epochs=2, checkpoint_every=1),
+                                 tmp_path / "part")
+    steps = part.iterate()
+    for _ in range(3):
+        next(steps)
+    steps.close()                       # like Stop: checkpoint and outputs written
+    resumed = TrainingSession.resume(tmp_path / "part")
+    assert resumed.trainer.iteration == 3
+    resumed.run()
+    assert resumed.trainer.iteration == full.trainer.iteration
+    assert torch.allclose(resumed.trainer.latents, full.trainer.latents, atol=1e-5)
+    for a, b in zip(resumed.trainer.model.flow.parameters(), full.trainer.model.flow.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    log = read_log(RunFolder(tmp_path / "part").log)
+    assert [r["iteration"] for r in log] == list(range(full.trainer.total_iters))
+
+
+def test_resume_refuses_changed_parameters(tiny_flex_dataset, make_tiny_config, tmp_path):
+    from flexview.errors import FlexviewInputError
+
+    TrainingSession.start(make_tiny_config(tiny_flex_dataset), tmp_path / "run").run()
+    with pytest.raises(FlexviewInputError, match="box"):
+        TrainingSession.resume(tmp_path / "run", {"box": 20})
+    with pytest.raises(FlexviewInputError, match="already exists"):
+        TrainingSession.start(make_tiny_config(tiny_flex_dataset), tmp_path / "run")
