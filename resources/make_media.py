@@ -88,7 +88,8 @@ def main() -> int:
     explore.open_folder(args.run)
     wait(app, lambda: explore.shown is not None)
     explore.arrows.setChecked(True)
-    z = np.percentile(explore.state.run.latents, 90, axis=0)
+    latents = explore.state.run.latents
+    z = latents[np.argsort(latents[:, 0])[int(0.9 * len(latents))]]   # a particle far out on axis 1
     explore.state.set_z(z)
     wait(app, lambda: explore.shown is not None and explore.shown.vectors is not None
          and np.array_equal(explore.shown.z, explore.state.z))
@@ -96,13 +97,16 @@ def main() -> int:
     shot = shoot("Explore")
 
     movie = dock("Movie")
-    movie.n_frames.setValue(24)
-    movie.rotate.setValue(90.0)
-    movie.frame_width.setValue(360)
+    movie.n_frames.setValue(16)
+    movie.extent.setValue(2.0)
+    movie.bounce.setChecked(True)
+    movie.rotate.setValue(0.0)
+    movie.frame_width.setValue(288)
     movie.fps.setValue(12.0)
     movie.gif.setChecked(True)
     movie.output.set_text(args.out / "movie.gif")
     explore.arrows.setChecked(False)
+    viewer.camera.zoom *= 1.4
     pump(app)
     movie.record()
     wait(app, lambda: not movie.recording)

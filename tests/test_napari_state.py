@@ -239,3 +239,30 @@ def test_selection_export_writes_exactly_the_selected_particles(tiny_flex_run, t
         latents = np.stack([back.extra[f"flexviewLatent{k + 1}"].to_numpy(float) for k in range(2)], axis=1)
         np.testing.assert_allclose(latents, run.latents[expected], rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(back.images.read(slice(None)), original.images.read(np.nonzero(expected)[0]))
+
+
+def test_movie_paths_and_outputs(tiny_flex_run, tmp_path):
+    from flexview._napari.movie import DRAWN, MovieState
+    from flexview.run import load_run
+
+    run = load_run(tiny_flex_run)
+    state = MovieState()
+    state.set_run(run)
+    s = state.settings
+    s.axis, s.frames, s.extent = 1, 5, 2.0
+    np.testing.assert_array_equal(state.points(), run.axis_values(1, 5, 2.0))
+    s.bounce = True
+    points = state.points()
+    assert len(points) == 8
+    np.testing.assert_array_equal(points[:5], run.axis_values(1, 5, 2.0))
+    np.testing.assert_array_equal(points[5:], points[3:0:-1])
+    s.bounce, s.source = False, DRAWN
+    with pytest.raises(ValueError, match="draw a path"):
+        state.points()
+    s.polyline = np.array([[0.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_allclose(state.points(), [[0, 0], [0.5, 0], [1, 0], [1.5, 0], [2, 0]], atol=1e-6)
+    s.gif, s.mp4, s.mrc = True, True, True
+    assert state.outputs(tmp_path / "m.gif") == {"gif": tmp_path / "m.gif", "mp4": tmp_path / "m.mp4",
+                                                 "mrc": tmp_path / "m_frames"}
+    s.rotate_deg = 90.0
+    assert state.camera_angles((0.0, 10.0, 20.0), 2, 4) == (0.0, 55.0, 20.0)

@@ -102,6 +102,7 @@ def _configure(train, cfg, out):
 
 def test_training_runs_to_the_end_in_the_train_widget(viewer, qtbot, tiny_flex_dataset, make_tiny_config,
                                                       tmp_path):
+    from flexview.io import read_map
     from flexview.run import load_run
     from flexview.train.runfolder import read_log
 
@@ -113,9 +114,9 @@ def test_training_runs_to_the_end_in_the_train_widget(viewer, qtbot, tiny_flex_d
     assert train.progress.value() == train.progress.maximum() == 4
     assert [p.iteration for p in train.state.history] == [0, 1, 2, 3]
     assert len(read_log(tmp_path / "run" / "log.csv")) == 4
-    run = load_run(tmp_path / "run")
-    np.testing.assert_array_equal(viewer.layers["flexview canonical"].data,
-                                  run.model.canonical.volume.detach().numpy())
+    canonical, _ = read_map(tmp_path / "run" / "canonical.mrc")
+    np.testing.assert_array_equal(viewer.layers["flexview canonical"].data, canonical)
+    assert load_run(tmp_path / "run").latents.shape == (40, 2)
     assert train.explore_button.isEnabled()
 
 
@@ -134,12 +135,31 @@ def test_stop_leaves_a_run_that_resume_finishes(viewer, qtbot, tiny_flex_dataset
     assert 1 <= stopped_at < 400
     assert load_run(tmp_path / "run").latents.shape == (40, 2)   # a complete run folder
     train.form.set_values({"epochs": 1 + stopped_at // 2})
+    train.state.history = []               # as in a new session: the curves come from log.csv
     assert train.start(resume=True)
     qtbot.waitUntil(lambda: train.state.status in ("finished", "failed"), timeout=60000)
     assert train.state.status == "finished", train.state.error
     assert train.state.result.iteration == 2 * (1 + stopped_at // 2)
     iterations = [p.iteration for p in train.state.history]
     assert iterations == list(range(train.state.result.iteration))
+
+
+def test_worker_quit_as_on_window_close_still_writes_the_run_folder(viewer, qtbot, tiny_flex_dataset,
+                                                                   make_tiny_config, tmp_path):
+    from flexview.run import load_run
+    from flexview.train import TrainingSession
+
+    train = dock(viewer, "Train")
+    _configure(train, make_tiny_config(tiny_flex_dataset, epochs=200, checkpoint_every=1000), tmp_path / "run")
+    assert train.start()
+    qtbot.waitUntil(lambda: len(train.state.history) >= 2 or train.state.status == "failed", timeout=60000)
+    train.worker.quit()                    # what napari does to running workers when its window closes
+    qtbot.waitUntil(lambda: not train.state.active, timeout=60000)
+    assert train.state.status == "stopped"
+    assert load_run(tmp_path / "run").latents.shape == (40, 2)
+    resumed = TrainingSession.resume(tmp_path / "run")
+    assert 2 <= resumed.trainer.iteration < 400
+    assert resumed.trainer.iteration >= train.state.result.iteration
 
 
 def test_a_training_error_shows_a_message_and_the_viewer_lives_on(viewer, qtbot, tiny_flex_dataset,
@@ -362,3 +382,26 @@ def test_sample_data_opens_the_synthetic_protein(viewer, monkeypatch, tmp_path):
     np.testing.assert_allclose(consensus.scale, [160.0 / 24] * 3)
     assert viewer.layers["particles (sample)"].data.shape == (16, 24, 24)
     assert (tmp_path / "sample" / "particles.star").is_file()
+
+
+def test_the_scatter_marker_moves_without_leaving_a_trace(qtbot):
+    from flexview._napari.latent_view import LatentView
+    from flexview._napari.scatter import ScatterCanvas
+
+    canvas = ScatterCanvas(mode="pick")
+    qtbot.addWidget(canvas)
+    canvas.resize(400, 400)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    canvas.set_view(LatentView(np.random.default_rng(0).normal(size=(500, 2))))
+    canvas.draw()
+    for uv in ([-1.0, -1.0], [1.2, 0.8]):
+        canvas.set_marker(uv)
+        qtbot.wait(50)
+    image = canvas.grab().toImage()
+    rgb = np.array([[image.pixelColor(x, y).getRgb()[:3] for x in range(image.width())]
+                    for y in range(image.height())], dtype=int)
+    green = np.argwhere((rgb[..., 1] > 200) & (rgb[..., 0] < 80) & (rgb[..., 2] > 80) & (rgb[..., 2] < 200))
+    x, y = canvas.axes.transData.transform([1.2, 0.8]) / canvas.device_pixel_ratio
+    assert len(green) > 10
+    assert np.abs(green[:, 1] - x).max() < 15 and np.abs(green[:, 0] - (image.height() - y)).max() < 15

@@ -104,7 +104,7 @@ def deformed_surface(mesh: TetMesh, displacement: np.ndarray) -> tuple[np.ndarra
 def show_vectors(viewer, data: np.ndarray):
     layer = find_layer(viewer, ARROWS)
     if layer is None:
-        return viewer.add_vectors(data, name=ARROWS, edge_width=0.6, edge_color="#ffd23f", length=1.0,
+        return viewer.add_vectors(data, name=ARROWS, edge_width=1.0, edge_color="#ffd23f", length=1.0,
                                   vector_style="arrow")
     layer.data = data
     return layer

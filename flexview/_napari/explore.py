@@ -51,7 +51,7 @@ class ExploreState:
         self.run: Run | None = None
         self.view: LatentView | None = None
         self.z: np.ndarray | None = None
-        self.arrow_scale = 3.0
+        self.arrow_scale = 5.0
 
     def open(self, run: Run) -> None:
         self.run = run
@@ -286,10 +286,16 @@ class ExploreWidget(QWidget):
         return self.state.render(z, arrows, mesh)
 
     def _deliver(self, request, result: Rendered, seconds: float) -> None:
-        self._relay.arrived.emit((result, seconds, None))
+        self._hand_over((result, seconds, None))
 
     def _failed(self, request, exc: BaseException) -> None:
-        self._relay.arrived.emit((None, 0.0, exc))
+        self._hand_over((None, 0.0, exc))
+
+    def _hand_over(self, item) -> None:
+        try:
+            self._relay.arrived.emit(item)
+        except RuntimeError:  # the viewer closed while a volume was rendering
+            pass
 
     def _show(self, item) -> None:
         result, seconds, exc = item
@@ -302,10 +308,14 @@ class ExploreWidget(QWidget):
             self._threshold = self.state.iso_threshold()
         _layers.show_volume(self.viewer, _layers.DENSITY, result.volume, run.pixel_size,
                             rendering=self.rendering.currentText(), iso_threshold=self._threshold)
+        density = self.viewer.layers[_layers.DENSITY]
         if result.vectors is not None:
             _layers.show_vectors(self.viewer, result.vectors)
         if result.surface is not None:
             _layers.show_surface(self.viewer, result.surface)
+        if self.viewer.layers.selection.active is not density and (result.vectors is not None
+                                                                   or result.surface is not None):
+            self.viewer.layers.selection.active = density  # its controls (rendering, threshold) stay in view
         self.shown, self.last_seconds = result, seconds
         zs = ", ".join(f"{v:+.2f}" for v in result.z)
         self.status.setText(f"z = ({zs}): rendered in {seconds * 1e3:.0f} ms")

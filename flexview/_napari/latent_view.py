@@ -75,8 +75,9 @@ class LatentView:
         delta = np.asarray(uv, dtype=np.float64) - self.project(base)
         return (base + delta @ self.basis.T).astype(np.float32)
 
-    def extent(self, low: float = 0.1, high: float = 99.9, pad: float = 0.12) -> tuple[float, float, float, float]:
-        """``(u0, u1, v0, v1)`` covering the particles (robust percentiles, padded), never empty."""
+    def extent(self, low: float = 1.0, high: float = 99.0, pad: float = 0.25) -> tuple[float, float, float, float]:
+        """``(u0, u1, v0, v1)`` covering the particles but the outermost percent on each side
+        (padded), never empty."""
         lo = np.percentile(self.points, low, axis=0)
         hi = np.percentile(self.points, high, axis=0)
         span = np.maximum(hi - lo, 1e-6)

@@ -39,8 +39,8 @@ AXIS, DRAWN = "latent axis", "drawn path"
 
 @dataclass
 class MovieSettings:
-    """What to record. ``rotate_deg``: camera turn over the whole movie; ``width``: frame width
-    in pixels (0: the canvas size)."""
+    """What to record. ``rotate_deg``: camera turn over the whole movie; ``bounce``: the path
+    forth and back (a seamless loop); ``width``: frame width in pixels (0: the canvas size)."""
 
     source: str = AXIS
     axis: int = 0
@@ -49,6 +49,7 @@ class MovieSettings:
     fps: float = 10.0
     rotate_deg: float = 0.0
     label: bool = True
+    bounce: bool = False
     width: int = 0
     gif: bool = True
     mp4: bool = False
@@ -73,7 +74,7 @@ class MovieState:
         self.run_changed.emit(run)
 
     def points(self) -> np.ndarray:
-        """Latent points of the frames, (frames, K) float32."""
+        """Latent points of the frames, (frames, K) float32 ((2 · frames − 2, K) forth and back)."""
         s = self.settings
         if self.run is None:
             raise ValueError("open a run first")
@@ -82,8 +83,10 @@ class MovieState:
         if s.source == DRAWN:
             if s.polyline is None or len(s.polyline) < 2:
                 raise ValueError("draw a path on the scatter first (click at least two points)")
-            return self.view.along(s.polyline, s.frames, np.median(self.run.latents, axis=0))
-        return self.run.axis_values(s.axis, s.frames, s.extent)
+            points = self.view.along(s.polyline, s.frames, np.median(self.run.latents, axis=0))
+        else:
+            points = self.run.axis_values(s.axis, s.frames, s.extent)
+        return np.concatenate([points, points[-2:0:-1]]) if s.bounce else points
 
     def volumes(self, points: np.ndarray):
         """Generator of ``(i, z, volume)``: the engine's density at each point (any thread; one
@@ -227,9 +230,11 @@ class MovieWidget(QWidget):
         self.frame_width.setSingleStep(32)
         self.frame_width.setToolTip("frame width in pixels (0: the canvas size)")
         self.label = QCheckBox("label frames with z")
+        self.bounce = QCheckBox("forth and back")
+        self.bounce.setToolTip("run the path forth and back, so the movie loops without a jump")
         for name, w in (("source", self.source), ("axis", self.axis), ("± sd", self.extent),
                         ("frames", self.n_frames), ("frames / s", self.fps), ("camera turn (°)", self.rotate),
-                        ("frame width", self.frame_width), ("", self.label)):
+                        ("frame width", self.frame_width), ("", self.label), ("", self.bounce)):
             form.addRow(name, w)
         layout.addLayout(form)
         self.scatter = ScatterCanvas(theme_colors(self.viewer), mode="polyline", height=2.4)
@@ -268,6 +273,7 @@ class MovieWidget(QWidget):
         self.rotate.setValue(s.rotate_deg)
         self.frame_width.setValue(s.width)
         self.label.setChecked(s.label)
+        self.bounce.setChecked(s.bounce)
         self.gif.setChecked(s.gif)
         self.mp4.setChecked(s.mp4)
         self.mrc.setChecked(s.mrc)
@@ -276,7 +282,7 @@ class MovieWidget(QWidget):
         s = self.state.settings
         s.source, s.axis, s.extent = self.source.currentText(), self.axis.value() - 1, self.extent.value()
         s.frames, s.fps, s.rotate_deg = self.n_frames.value(), self.fps.value(), self.rotate.value()
-        s.width, s.label = self.frame_width.value(), self.label.isChecked()
+        s.width, s.label, s.bounce = self.frame_width.value(), self.label.isChecked(), self.bounce.isChecked()
         s.gif, s.mp4, s.mrc = self.gif.isChecked(), self.mp4.isChecked(), self.mrc.isChecked()
         return s
 

@@ -45,7 +45,8 @@ class ScatterCanvas(PlotCanvas):
         self._outline, = self.axes.plot([], [], "-", color="#66c1ff", linewidth=1.2, zorder=4)
         self._polyline: list[tuple[float, float]] = []
         self._dragging = False
-        self._lasso = LassoSelector(self.axes, self._on_polygon, props={"color": "#66c1ff"})
+        # no blitting in the selectors: theirs would redraw (and so freeze) the blitted marker
+        self._lasso = LassoSelector(self.axes, self._on_polygon, useblit=False, props={"color": "#66c1ff"})
         self._box = RectangleSelector(self.axes, self._on_box, useblit=False,
                                       props={"edgecolor": "#66c1ff", "fill": False})
         self.mpl_connect("draw_event", self._on_draw)

@@ -8,9 +8,11 @@ resumable run folder.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from psygnal import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QWidget
 from superqt import QCollapsible
@@ -24,6 +26,7 @@ from flexview._napari.latent_view import LatentView
 from flexview._napari.scatter import ScatterCanvas
 from flexview.errors import FlexviewInputError
 from flexview.train import Progress, TrainConfig, TrainingSession
+from flexview.train.runfolder import RunFolder, read_log
 
 CANONICAL = "flexview canonical"
 STOP = "stop"
@@ -83,9 +86,33 @@ def _snapshot(session: TrainingSession, record: Progress | None, with_maps: bool
     trainer = session.trainer
     update = TrainUpdate(record, trainer.iteration, trainer.total_iters, trainer.model.pixel_size)
     if with_maps:
-        update.volume = trainer.model.canonical.volume.detach().cpu().numpy().copy()
+        with torch.no_grad():  # the band-limited density, as the run folder's canonical.mrc holds it
+            update.volume = trainer.model.canonical.density().cpu().numpy().copy()
         update.latents = trainer.latents.numpy().copy()
     return update
+
+
+def _closing_worker_class():
+    from napari.qt.threading import GeneratorWorker
+
+    class ClosingGeneratorWorker(GeneratorWorker):
+        """A generator worker that closes its generator when it ends, also after ``quit()`` (which
+        napari calls when the window closes), so the session writes its run folder in the
+        worker's thread."""
+
+        def work(self):
+            try:
+                return super().work()
+            finally:
+                self._gen.close()
+
+    return ClosingGeneratorWorker
+
+
+def _stop_worker(worker) -> None:
+    """End a training worker after its current iteration (its run folder is then written)."""
+    worker.send(STOP)
+    worker.resume()
 
 
 class TrainState:
@@ -105,6 +132,8 @@ class TrainState:
         self.out, self.result, self.error, self.status = out, None, "", "running"
         if not resume:
             self.history = []
+        elif not self.history:  # resuming a run this widget did not start: its log so far
+            self.history = _read_history(RunFolder(out).log)
         self.changed.emit()
 
     def record(self, update: TrainUpdate) -> None:
@@ -134,6 +163,14 @@ class TrainState:
     @property
     def active(self) -> bool:
         return self.status in ("running", "paused", "stopping")
+
+
+def _read_history(log: Path) -> list[Progress]:
+    """Progress records of a run folder's ``log.csv`` (empty when absent or not understood)."""
+    try:
+        return [Progress(**row) for row in read_log(log)]
+    except TypeError:  # a log written by another version, with other columns
+        return []
 
 
 class TrainWidget(QWidget):
@@ -248,13 +285,16 @@ class TrainWidget(QWidget):
         self.state.begin(out, resume)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.worker = thread_worker(training_updates, start_thread=False, ignore_errors=True)(
+        self.worker = thread_worker(training_updates, start_thread=False, ignore_errors=True,
+                                    worker_class=_closing_worker_class())(
             replace(cfg), out, resume=resume, refresh_every=self.refresh.value())
         self.worker.yielded.connect(self._on_update)
         self.worker.returned.connect(self.state.end)
+        self.worker.finished.connect(self._on_finished)
         self.worker.errored.connect(self._on_error)
         self.worker.paused.connect(lambda: self.state.set_status("paused"))
         self.worker.resumed.connect(lambda: self.state.set_status("running"))
+        self.destroyed.connect(partial(_stop_worker, self.worker))  # the viewer closes mid-run
         self.worker.start()
         return True
 
@@ -266,8 +306,7 @@ class TrainWidget(QWidget):
         """Stop after the current iteration; the run folder is written and can be resumed."""
         if self.worker is None or not self.state.active:
             return
-        self.worker.send(STOP)
-        self.worker.resume()
+        _stop_worker(self.worker)
         self.state.set_status("stopping")
 
     def open_in_explore(self) -> None:
@@ -312,6 +351,13 @@ class TrainWidget(QWidget):
             ax.relim()
             ax.autoscale_view()
         self.loss_plot.draw_idle()
+
+    def _on_finished(self) -> None:
+        """After quit() no result comes back: the run stopped where the last update was."""
+        if self.state.active:
+            done = self.state.history[-1].iteration + 1 if self.state.history else 0
+            total = self.progress.maximum()
+            self.state.end(TrainResult(self.state.out, done, total, done >= total))
 
     def _on_error(self, exc: BaseException) -> None:
         self.state.fail(exc)

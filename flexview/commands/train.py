@@ -42,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other parameter of the run (see config.json), e.g. --set lr_flow=5e-4")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--split-halves", action="store_true",
+                   help="gold standard: train one independent model per half set, in --out/half_A and "
+                        "--out/half_B (read by `flexview reconstruct`)")
     p.set_defaults(func=run)
 
 
@@ -76,6 +79,8 @@ def run(args) -> int:
     from flexview.train.session import TrainingSession
 
     given = overrides(args)
+    if args.split_halves:
+        return run_split_halves(args, given)
     if args.resume:
         session = TrainingSession.resume(args.out, given)
     else:
@@ -84,6 +89,37 @@ def run(args) -> int:
             return 2
         session = TrainingSession.start(TrainConfig(**given), args.out)
     return report(session)
+
+
+def run_split_halves(args, given: dict) -> int:
+    """Train (or resume) one run folder per half set, ``--out/half_A`` and ``--out/half_B``."""
+    from pathlib import Path
+
+    from flexview.recon.goldstandard import HALVES, write_split_json
+    from flexview.train.session import TrainingSession
+
+    if given.get("halves", "all") != "all":
+        print("flexview train: error: --split-halves trains both half sets; leave out --halves", file=sys.stderr)
+        return 2
+    root = Path(args.out)
+    if not args.resume and ("particles" not in given or "consensus_map" not in given):
+        print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
+        return 2
+    if not args.resume:
+        write_split_json(root, given["particles"])
+    for half in HALVES:
+        folder = root / f"half_{half}"
+        print(f"half set {half}: {folder}")
+        if args.resume and (folder / "config.json").is_file():
+            session = TrainingSession.resume(folder, {**given, "halves": half})
+        else:
+            values = dict(given)
+            if "particles" not in values:    # resumed before this half started: half A's parameters
+                saved = TrainConfig.from_json(root / "half_A" / "config.json").__dict__
+                values = {**{k: v for k, v in saved.items() if k != "versions"}, **values}
+            session = TrainingSession.start(TrainConfig(**{**values, "halves": half}), folder)
+        report(session)
+    return 0
 
 
 def report(session) -> int:

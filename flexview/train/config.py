@@ -39,7 +39,7 @@ class TrainConfig:
     latent_noise: float = 0.15         # σ of the noise injected into z during training
     prior_weight: float = 1.0          # weight of the unit-Gaussian prior on z
     # latents
-    latent_init: str = "deformation-pca"  # deformation-pca | zeros | pca | path to .npy or .cs
+    latent_init: str = "linearised"    # linearised | zeros | pca | path to .npy or .cs
     latent_inference: str = "gauss-newton"  # gauss-newton | coordinate | gradient
     latent_steps: int = 1              # Gauss-Newton steps, sweeps (coordinate) or steps (gradient)
     latent_step: float = 0.25          # probe step (coordinate, gradient); Gauss-Newton moves ≤ 4×

@@ -1,29 +1,42 @@
-"""Latent initialisation from the linearised model: PCA of per-particle deformation gradients.
+"""Latent initialisation from the linearised model: deformation gradients against their noise.
 
 At the consensus (no flow) the gradient of each particle's data term with respect to the mesh
 vertex displacements points along the deformation that particle asks for, expressed in the
-canonical frame whatever its orientation. The leading principal components of these gradients
-over the particles are the dominant motions to first order, and each particle's scores on them
-are a first estimate of its latent coordinates (the same idea as a first step of 3-D variability
-analysis, but on the mesh).
+canonical frame whatever its orientation. Over the particles these gradients vary because the
+particles differ (signal) and because of noise. The noise part is measured by the same gradient
+with the particle replaced by the model plus simulated noise of the estimated spectrum; the
+directions whose gradient variance most exceeds that of noise (a generalised eigenproblem
+``S v = λ N v``) are the dominant motions to first order, and each particle's scores on them are
+a first estimate of its latent coordinates (in the spirit of a first step of 3-D variability
+analysis, done on the mesh and whitened by the noise).
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from flexview.model.convect import convect_project
 from flexview.model.flow import interpolate_displacement
 from flexview.model.grid import fft2_centered
-from flexview.model.loss import data_loss
+from flexview.model.loss import data_loss, radial_weight
 
 
-def deformation_gradients(trainer, rows: np.ndarray, band_A: float, *, chunk: int = 250) -> np.ndarray:
-    """∂(data term)/∂(vertex displacements) at zero flow for each particle, (len(rows), 3V)."""
+def deformation_gradients(trainer, rows: np.ndarray, band_A: float, *, noise_seed: int | None = None,
+                          chunk: int = 250) -> np.ndarray:
+    """∂(data term)/∂(vertex displacements) at zero flow for each particle, (len(rows), 3V).
+
+    With ``noise_seed`` the particles are replaced by the rigid model images plus Gaussian noise
+    drawn from the estimated noise spectrum, which gives the gradients noise alone produces.
+    """
     model, device = trainer.model, trainer.device
     values = model.canonical.masked_values().detach()
     coords = model.canonical.masked_coords()
     weight = trainer.noise_band(trainer.band_radius_px(band_A))
+    box = trainer.data.box
+    # noise power per sample (DFT units) from the weights N² / (2σ²) of the data term
+    power = radial_weight(box**2 / (2.0 * trainer.noise_weight.clamp_min(1e-30)), box)
+    gen = None if noise_seed is None else torch.Generator(device=device).manual_seed(noise_seed)
     out = np.empty((len(rows), 3 * model.mesh.n_vertices), dtype=np.float32)
     for start in range(0, len(rows), chunk):
         sel = rows[start:start + chunk]
@@ -32,28 +45,78 @@ def deformation_gradients(trainer, rows: np.ndarray, band_A: float, *, chunk: in
         positions = coords + interpolate_displacement(disp, model.voxel_vertices, model.voxel_bary)
         images = convect_project(values, positions, batch.rotations, batch.origins_A, model.box,
                                  model.pixel_size, model.kernel)
-        loss = data_loss(fft2_centered(images) * batch.ctf, batch.spectra, noise_weight=weight)
+        spectra = fft2_centered(images) * batch.ctf
+        target = batch.spectra if gen is None else spectra.detach() + _noise(spectra.shape, power, gen)
+        loss = data_loss(spectra, target, noise_weight=weight)
         (grad,) = torch.autograd.grad(loss.sum(), disp)
         out[start:start + len(sel)] = grad.reshape(len(sel), -1).cpu().numpy()
     return out
 
 
-def deformation_pca_latents(trainer, dim: int, *, band_A: float | None = None,
-                            max_fit: int = 20000, seed: int = 0) -> np.ndarray:
-    """Initial latents (M, dim), unit variance per axis, from the deformation-gradient PCA.
+def _noise(shape, power: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Complex Gaussian noise with E|n|² = ``power`` per sample."""
+    scale = torch.sqrt(power / 2.0)
+    re = torch.randn(shape, generator=gen, device=power.device)
+    im = torch.randn(shape, generator=gen, device=power.device)
+    return torch.complex(re, im) * scale
 
-    Components are fitted on at most ``max_fit`` training particles; every particle of the data
-    gets its scores. ``band_A`` defaults to the end of the first third of frequency marching.
-    """
-    band = band_A or trainer.schedule.band_limit_A(trainer.total_iters // 3)
-    rng = np.random.default_rng(seed)
+
+def deformation_modes(trainer, dim: int, *, band_A: float, max_fit: int = 20000, seed: int = 0,
+                      ridge: float = 1e-3) -> np.ndarray:
+    """The ``dim`` vertex-displacement directions whose gradient variance over the particles most
+    exceeds that of noise (generalised eigenvectors), (dim, V, 3), each scaled to a largest vertex
+    displacement of 1 Å."""
     fit = trainer.train_rows
     if len(fit) > max_fit:
-        fit = np.sort(rng.choice(fit, max_fit, replace=False))
-    all_rows = np.arange(len(trainer.data))
-    grads = deformation_gradients(trainer, all_rows, band).astype(np.float64)
-    mean = grads[fit].mean(axis=0)
-    _, _, vt = np.linalg.svd(grads[fit] - mean, full_matrices=False)
-    scores = (grads - mean) @ vt[:dim].T
-    scores /= np.maximum(scores[fit].std(axis=0), 1e-30)
-    return scores.astype(np.float32)
+        fit = np.sort(np.random.default_rng(seed).choice(fit, max_fit, replace=False))
+    signal = deformation_gradients(trainer, fit, band_A).astype(np.float64)
+    noise = deformation_gradients(trainer, fit, band_A, noise_seed=seed).astype(np.float64)
+    noise_cov = np.cov(noise.T)
+    noise_cov += ridge * np.trace(noise_cov) / len(noise_cov) * np.eye(len(noise_cov))
+    n = len(noise_cov)
+    _, vectors = scipy.linalg.eigh(np.cov(signal.T), noise_cov, subset_by_index=[n - dim, n - 1])
+    modes = vectors[:, ::-1].T.reshape(dim, -1, 3)
+    return modes / np.linalg.norm(modes, axis=-1).max(axis=1)[:, None, None]
+
+
+@torch.no_grad()
+def mode_scores(trainer, modes: np.ndarray, band_A: float, *, steps: int = 2, chunk: int = 250) -> np.ndarray:
+    """Each particle's amplitudes (Å) along ``modes`` (K, V, 3) by Gauss–Newton on the data term of
+    the linear flow ``u = Σ c_k mode_k`` starting from the consensus, (M, K)."""
+    from flexview.train.latents import gauss_newton
+
+    model, device = trainer.model, trainer.device
+    values = model.canonical.masked_values()
+    coords = model.canonical.masked_coords()
+    basis = torch.as_tensor(modes, dtype=values.dtype, device=device)
+    weight = trainer.sample_weight(trainer.band_radius_px(band_A)).reshape(-1)
+    rows = np.arange(len(trainer.data))
+    out = np.empty((len(rows), len(modes)), dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        sel = rows[start:start + chunk]
+        batch = trainer.data.batch(sel, device)
+
+        def render(c):
+            disp = torch.einsum("bk,kvd->bvd", c, basis)
+            positions = coords + interpolate_displacement(disp, model.voxel_vertices, model.voxel_bary)
+            images = convect_project(values, positions, batch.rotations, batch.origins_A, model.box,
+                                     model.pixel_size, model.kernel)
+            return (fft2_centered(images) * batch.ctf).reshape(len(sel), -1)
+
+        c = torch.zeros(len(sel), len(modes), device=device)
+        for _ in range(steps):
+            c = gauss_newton(render, batch.spectra.reshape(len(sel), -1), weight, c, prior_weight=1e-3,
+                             h=0.5, max_move=20.0)
+        out[start:start + len(sel)] = c.cpu().numpy()
+    return out
+
+
+def linearised_start(trainer, dim: int, *, band_A: float | None = None, seed: int = 0) -> np.ndarray:
+    """Initial latents (M, dim) from the linearised model: the deformation modes are estimated at
+    the consensus and each particle's amplitudes along them, standardised, are its latents."""
+    band = band_A or trainer.schedule.band_limit_A(trainer.total_iters // 3)
+    modes = deformation_modes(trainer, dim, band_A=band, seed=seed)
+    scores = mode_scores(trainer, modes, band)
+    fit = trainer.train_rows
+    mean, std = scores[fit].mean(axis=0), np.maximum(scores[fit].std(axis=0), 1e-6)
+    return ((scores - mean) / std).astype(np.float32)

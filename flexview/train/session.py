@@ -23,7 +23,7 @@ from flexview.train.calibrate import calibrate, noise_weight
 from flexview.train.config import TrainConfig
 from flexview.train.data import prepare_training_data
 from flexview.train.latents import init_latents
-from flexview.train.linearised import deformation_pca_latents
+from flexview.train.linearised import linearised_start
 from flexview.train.runfolder import (LATENT_COLUMN, RunFolder, load_torch, read_log, save_npy,
                                       save_torch, write_json, write_log)
 from flexview.train.setup import make_mesh, make_model, map_at_box, resolve_device, solvent_mask
@@ -140,8 +140,8 @@ class TrainingSession:
 
 
 def _initial_latents(cfg: TrainConfig, trainer: Trainer) -> np.ndarray:
-    if cfg.latent_init == "deformation-pca":
-        return deformation_pca_latents(trainer, cfg.latent_dim, seed=cfg.seed)
+    if cfg.latent_init == "linearised":
+        return linearised_start(trainer, cfg.latent_dim, seed=cfg.seed)
     return init_latents(cfg.latent_init, len(trainer.data), cfg.latent_dim,
                         images=lambda rows: np.asarray(trainer.data.images[rows]), seed=cfg.seed)
 
