@@ -12,7 +12,7 @@ import sys
 from flexview import __version__
 from flexview.errors import FlexviewInputError
 
-COMMANDS = ["info", "synth", "train", "generate", "reconstruct", "demo"]
+COMMANDS = ["info", "synth", "mesh", "train", "generate", "reconstruct", "demo"]
 # options whose value may start with "-" (a negative number): "--z -0.5,1.2" works like "--z=-0.5,1.2"
 NEGATIVE_VALUE_OPTIONS = {"--z"}
 

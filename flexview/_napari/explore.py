@@ -326,3 +326,12 @@ def open_run_in_viewer(viewer, run_folder: str | Path) -> ExploreWidget:
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     widget.open_folder(run_folder)
     return widget
+
+
+def show_run(run_folder: str | Path, title: str = "flexview") -> None:
+    """Open a napari window on ``run_folder`` (Explore docked) and run the event loop."""
+    import napari
+
+    viewer = napari.Viewer(title=title)
+    open_run_in_viewer(viewer, run_folder)
+    napari.run()

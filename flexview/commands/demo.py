@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_DEFAULTS = dict(kind="hinge", n_particles=2000, box=64, snr=0.1, train_box=32, epochs=12,
-                     batch_size=250, cells_across=10)
+DEMO_DEFAULTS = dict(kind="hinge", n_particles=2000, box=64, snr=0.1, train_box=32, epochs=16,
+                     batch_size=100, cells_across=10, lr_flow=0.01)
 
 
 def register(sub) -> None:
@@ -39,6 +39,7 @@ def run(args) -> int:
     cfg = TrainConfig(particles=str(out / "data" / "particles.star"),
                       consensus_map=str(out / "data" / "consensus.mrc"), box=d["train_box"],
                       epochs=args.epochs, batch_size=d["batch_size"], cells_across=d["cells_across"],
+                      lr_flow=d["lr_flow"],
                       device=args.device, seed=args.seed)
     report(TrainingSession.start(cfg, out / "run"))
     print("3/3 writing a volume series along latent axis 0 ...")
@@ -46,16 +47,7 @@ def run(args) -> int:
     write_series(run_obj, 0, 21, 1.5, out / "series")
     print(f"done in {time.perf_counter() - t0:.0f} s: {out / 'run'} (run folder), {out / 'series'} (volumes)")
     if not args.no_gui:
-        show(out / "run")
+        from flexview._napari.explore import show_run
+
+        show_run(out / "run", title="flexview demo")
     return 0
-
-
-def show(run_folder: Path) -> None:
-    """Open napari on a run folder (the Explore widget when available)."""
-    import napari
-
-    viewer = napari.Viewer(title="flexview demo")
-    from flexview._napari.explore import open_run_in_viewer
-
-    open_run_in_viewer(viewer, run_folder)
-    napari.run()

@@ -2,6 +2,7 @@
 from flexview.model.canonical import CanonicalMap
 from flexview.model.convect import (KERNELS, convect_project, convect_volume, image_coords,
                                     projection_affine)
+from flexview.model.cutmesh import cut_mesh, parse_fuse
 from flexview.model.ctf import CTFParams, electron_wavelength, evaluate_ctf
 from flexview.model.flow import FlowGenerator, VertexInterpolator, interpolate_displacement
 from flexview.model.forward import FlexForwardModel
@@ -20,7 +21,7 @@ from flexview.model.rigidity import (cell_affine, deformation_gradient, latent_p
 
 __all__ = [
     "CanonicalMap", "KERNELS", "convect_project", "convect_volume", "image_coords", "projection_affine",
-    "CTFParams", "electron_wavelength", "evaluate_ctf",
+    "CTFParams", "electron_wavelength", "evaluate_ctf", "cut_mesh", "parse_fuse",
     "FlowGenerator", "VertexInterpolator", "interpolate_displacement", "FlexForwardModel",
     "centre_index", "coords_to_index", "fft2_centered", "fftn_centered", "ifft2_centered",
     "ifftn_centered", "image_frequencies", "index_to_coords", "radial_index", "shift_phase",
