@@ -103,7 +103,8 @@ def main() -> None:
     print(f"dataset: {time.perf_counter() - t0:.1f} s", flush=True)
     phantom = load_phantom(data / "ground_truth" / "phantom.npz")
     truth = np.load(data / "ground_truth" / "motion_coords.npy")
-    report = {"true_rms_displacement_A": float(rms(phantom.displacement(np.linspace(-1, 1, 9)[:, None])).mean())}
+    true_disp = phantom.displacement(np.linspace(-1, 1, 9)[:, None])
+    report = {"true_rms_displacement_A": float(rms(true_disp).mean())}
     t_reg = train(data, out / "regular", args)
     mesh = cut_from_domains(out / "regular", data, out / "cut_mesh.npz")
     print(f"cut mesh: {mesh.n_cells} cells, {mesh.n_vertices} vertices, segments "
@@ -114,10 +115,12 @@ def main() -> None:
         entry["train_s"] = round(seconds, 1)
         report[name] = entry
         print(name, json.dumps(entry, indent=1, default=int), flush=True)
+    reg, cut = report["regular"], report["cut"]
     print(f"true RMS displacement {report['true_rms_displacement_A']:.2f} Å; displacement error (matched, "
-          f"RMS over atoms): regular mesh {report['regular']['matched_rms_A']:.2f} Å, cut mesh "
-          f"{report['cut']['matched_rms_A']:.2f} Å; per particle (median): regular "
-          f"{report['regular']['per_particle_median_A']:.2f} Å, cut {report['cut']['per_particle_median_A']:.2f} Å")
+          f"RMS over atoms): regular mesh {reg['matched_rms_A']:.2f} Å, "
+          f"cut mesh {cut['matched_rms_A']:.2f} Å; "
+          f"per particle (median): regular {reg['per_particle_median_A']:.2f} Å, "
+          f"cut {cut['per_particle_median_A']:.2f} Å")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,21 @@ def scroll_layout(widget: QWidget) -> QVBoxLayout:
     return QVBoxLayout(inner)
 
 
+def run_folder_row(layout: QVBoxLayout, on_open) -> PathPicker:
+    """Add a "Run" heading and a run-folder picker with an Open button to ``layout``; returns the picker."""
+    from qtpy.QtWidgets import QHBoxLayout, QPushButton
+
+    layout.addWidget(heading("Run"))
+    row = QHBoxLayout()
+    picker = PathPicker("dir", placeholder="run folder (or open one in Explore)")
+    open_button = QPushButton("Open")
+    open_button.clicked.connect(on_open)
+    row.addWidget(picker)
+    row.addWidget(open_button)
+    layout.addLayout(row)
+    return picker
+
+
 def heading(text: str) -> QLabel:
     label = QLabel(f"<b>{text}</b>")
     label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from flexview._napari import _layers
 from flexview._napari._context import context_for
 from flexview._napari._plot import theme_colors
-from flexview._napari._qt import PathPicker, error_text, heading, notify_error, scroll_layout
+from flexview._napari._qt import PathPicker, error_text, heading, notify_error, run_folder_row, scroll_layout
 from flexview._napari.latent_view import LatentView
 from flexview._napari.scatter import ScatterCanvas
 from flexview.io._atomic import atomic_path, write_text_atomic
@@ -198,14 +198,7 @@ class MovieWidget(QWidget):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         layout = scroll_layout(self)
-        layout.addWidget(heading("Run"))
-        row = QHBoxLayout()
-        self.folder = PathPicker("dir", placeholder="run folder (or open one in Explore)")
-        open_button = QPushButton("Open")
-        open_button.clicked.connect(self.open_folder)
-        row.addWidget(self.folder)
-        row.addWidget(open_button)
-        layout.addLayout(row)
+        self.folder = run_folder_row(layout, self.open_folder)
         layout.addWidget(heading("Path"))
         form = QFormLayout()
         self.source = QComboBox()

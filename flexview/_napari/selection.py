@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushBut
 
 from flexview._napari._context import context_for
 from flexview._napari._plot import theme_colors
-from flexview._napari._qt import PathPicker, error_text, heading, notify_error, scroll_layout
+from flexview._napari._qt import PathPicker, error_text, heading, notify_error, run_folder_row, scroll_layout
 from flexview._napari.latent_view import LatentView, view_names
 from flexview._napari.scatter import ScatterCanvas
 from flexview.errors import FlexviewInputError
@@ -122,14 +122,7 @@ class SelectWidget(QWidget):
 
     def _build(self) -> None:
         layout = scroll_layout(self)
-        layout.addWidget(heading("Run"))
-        row = QHBoxLayout()
-        self.folder = PathPicker("dir", placeholder="run folder (or open one in Explore)")
-        open_button = QPushButton("Open")
-        open_button.clicked.connect(self.open_folder)
-        row.addWidget(self.folder)
-        row.addWidget(open_button)
-        layout.addLayout(row)
+        self.folder = run_folder_row(layout, self.open_folder)
         form = QFormLayout()
         self.view_choice = QComboBox()
         self.view_choice.currentTextChanged.connect(self._choose_view)

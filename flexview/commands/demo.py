@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 DEMO_DEFAULTS = dict(kind="hinge", n_particles=2000, box=64, snr=0.1, train_box=32, epochs=16,
                      batch_size=100, cells_across=10, lr_flow=0.01)

@@ -24,11 +24,14 @@ def register(subparsers) -> None:
                    help="dilation of the thresholded map in Å (default 6)")
     p.add_argument("--box", type=int, help="training box the mesh is for; the map is Fourier-cropped to it "
                                            "(default: the map's box)")
-    p.add_argument("--segments", help="label volume (.mrc) over the same box: 0 solvent, one value per segment")
-    p.add_argument("--fuse", default="", help="segment pairs to fuse, as a tree: '0>1, 1>2' joins 1 to 0, then "
-                                              "2 to 1 (default: no fusion)")
+    p.add_argument("--segments",
+                   help="label volume (.mrc) over the same box: 0 solvent, one value per segment")
+    p.add_argument("--fuse", default="",
+                   help="segment pairs to fuse, as a tree: '0>1, 1>2' joins 1 to 0, then 2 to 1 "
+                        "(default: no fusion)")
     p.add_argument("--rigid", default="", help="segments to keep rigid, e.g. '3' or '3,5'")
-    p.add_argument("--rigid-weight", type=float, default=20.0, help="rigidity weight of rigid segments (default 20)")
+    p.add_argument("--rigid-weight", type=float, default=20.0,
+                   help="rigidity weight of rigid segments (default 20)")
     p.add_argument("--pinned", default="", help="segments that never move (e.g. a micelle), e.g. '4'")
     p.set_defaults(func=run)
 

@@ -1,7 +1,6 @@
 """``flexview train``: fit a 3DFlex model to particles and write a run folder."""
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import fields
 

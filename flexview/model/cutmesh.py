@@ -102,7 +102,7 @@ def cell_segments(mesh: TetMesh, filled: np.ndarray, pixel_size: float) -> np.nd
     return filled[iz, iy, ix]
 
 
-def cut_mesh(base: TetMesh, labels, fuse: str | list[tuple[int, int]] = "", rigid=(), pinned=(),
+def cut_mesh(base: TetMesh, labels, fuse: str | list[tuple[int, int]] | None = "", rigid=(), pinned=(),
              rigid_weight: float = DEFAULT_RIGID_WEIGHT, *,
              labels_pixel_size: float | None = None) -> TetMesh:
     """Split ``base`` into one submesh per segment and fuse the listed interfaces.
@@ -128,7 +128,10 @@ def cut_mesh(base: TetMesh, labels, fuse: str | list[tuple[int, int]] = "", rigi
     px = labels_pixel_size or base.box * base.pixel_size / filled.shape[0]
     seg = cell_segments(base, filled, px)
     ids = np.unique(seg)
-    pairs = parse_fuse(fuse) if isinstance(fuse, str) else [(int(a), int(b)) for a, b in fuse]
+    if fuse is None or isinstance(fuse, str):
+        pairs = parse_fuse(fuse or "")
+    else:
+        pairs = [(int(a), int(b)) for a, b in fuse]
     check_fuse_tree(pairs, ids)
     rigid, pinned = _segment_list(rigid, ids, "--rigid"), _segment_list(pinned, ids, "--pinned")
     nodes, cell_nodes = _vertex_copies(base, seg, ids)
