@@ -2,8 +2,8 @@
 from flexview.model.canonical import CanonicalMap
 from flexview.model.convect import (KERNELS, convect_project, convect_volume, image_coords,
                                     projection_affine)
-from flexview.model.cutmesh import cut_mesh, parse_fuse
 from flexview.model.ctf import CTFParams, electron_wavelength, evaluate_ctf
+from flexview.model.cutmesh import cut_mesh, parse_fuse
 from flexview.model.flow import FlowGenerator, VertexInterpolator, interpolate_displacement
 from flexview.model.forward import FlexForwardModel
 from flexview.model.grid import (centre_index, coords_to_index, fft2_centered, fftn_centered,
