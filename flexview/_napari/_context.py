@@ -1,6 +1,7 @@
 """What the flexview widgets docked in one viewer share: the chosen inputs and the open run.
 
-The Data widget publishes its inputs here (the Train widget fills its form from them); Explore,
+The Data widget publishes its inputs here (the Train widget fills its form from them), the Mesh
+widget the mesh file it saved (Train's ``mesh`` field follows); Explore,
 Train and the command ``open_run_in_viewer`` publish the run they open (Movie and Select follow).
 Plain Python (psygnal), no Qt.
 """
@@ -30,15 +31,22 @@ class DataInputs:
 class FlexviewContext:
     """Shared state of the flexview widgets of one viewer.
 
-    Signals: ``inputs_changed(DataInputs)``, ``run_changed(Run)``.
+    Signals: ``inputs_changed(DataInputs)``, ``mesh_changed(str)``, ``run_changed(Run)``.
     """
 
     inputs_changed = Signal(object)
+    mesh_changed = Signal(object)
     run_changed = Signal(object)
 
     def __init__(self):
         self.inputs: DataInputs | None = None
+        self.mesh_path: str | None = None
         self.run: Run | None = None
+
+    def set_mesh(self, path: str | Path) -> None:
+        """Share a saved mesh file (.npz) for training."""
+        self.mesh_path = str(path)
+        self.mesh_changed.emit(self.mesh_path)
 
     def set_inputs(self, inputs: DataInputs) -> None:
         self.inputs = inputs

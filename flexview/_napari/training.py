@@ -186,8 +186,11 @@ class TrainWidget(QWidget):
         self._build()
         self.state.changed.connect(self._on_state)
         self.context.inputs_changed.connect(self._on_inputs)
+        self.context.mesh_changed.connect(self._on_mesh)
         if self.context.inputs is not None:
             self._on_inputs(self.context.inputs)
+        if self.context.mesh_path:
+            self._on_mesh(self.context.mesh_path)
         self._on_state()
 
     # ------------------------------------------------------------------ layout
@@ -263,6 +266,9 @@ class TrainWidget(QWidget):
     def _on_inputs(self, inputs) -> None:
         self.form.set_values({"particles": inputs.particles, "consensus_map": inputs.consensus_map,
                               "mask": inputs.mask, "project_dir": inputs.project_dir, "box": inputs.box})
+
+    def _on_mesh(self, path: str) -> None:
+        self.form.set_values({"mesh": path})
 
     def config(self) -> TrainConfig:
         return self.form.config()

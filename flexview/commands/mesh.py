@@ -44,22 +44,6 @@ def parse_ids(text: str, field: str) -> list[int]:
         raise FlexviewInputError(f"expected segment ids like '3,5', not {text!r}", field=field) from exc
 
 
-def _map_at_box(path: str, box: int | None) -> tuple[np.ndarray, float]:
-    from flexview.io.mrc import read_map
-    from flexview.preprocess import fourier_crop_volume
-
-    volume, voxel = read_map(path)
-    if volume.ndim != 3 or len(set(volume.shape)) != 1:
-        raise FlexviewInputError(f"expected a cubic map, got shape {volume.shape}", path, "data")
-    if box is None or box == volume.shape[0]:
-        return np.asarray(volume, np.float64), voxel
-    if not 8 <= box <= volume.shape[0] or box % 2:
-        raise FlexviewInputError(f"--box must be even, at least 8 and at most the map box {volume.shape[0]}",
-                                 field="--box")
-    cropped, px = fourier_crop_volume(np.asarray(volume, np.float32), box, voxel)
-    return np.asarray(cropped, np.float64), px
-
-
 def _read_segments(path: str, extent_A: float) -> tuple[np.ndarray, float]:
     from flexview.io.mrc import read_map
 
@@ -72,7 +56,7 @@ def _read_segments(path: str, extent_A: float) -> tuple[np.ndarray, float]:
 
 def run(args: argparse.Namespace) -> int:
     from flexview.model.cutmesh import cut_mesh, parse_fuse
-    from flexview.model.mesh import build_regular_mesh
+    from flexview.model.mesh import build_regular_mesh, read_map_at_box
 
     fuse = parse_fuse(args.fuse)
     rigid, pinned = parse_ids(args.rigid, "--rigid"), parse_ids(args.pinned, "--pinned")
@@ -81,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cells < 1 or (args.cell_size_A is not None and not args.cell_size_A > 0):
         raise FlexviewInputError("the cell size and the number of cells must be positive",
                                  field="--cell-size" if args.cell_size_A is not None else "--cells")
-    density, px = _map_at_box(args.map, args.box)
+    density, px = read_map_at_box(args.map, args.box)
     mesh = build_regular_mesh(density, px, threshold=args.threshold, cell_size_A=args.cell_size_A,
                               cells_across=args.cells, dilate_A=args.dilate_A)
     if args.segments:

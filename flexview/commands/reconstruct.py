@@ -24,8 +24,9 @@ def register(sub) -> None:
                    help="B-factor (Å²) applied to map_sharp.mrc, negative sharpens (default: Guinier fit)")
     p.add_argument("--tikhonov", type=float, default=0.0,
                    help="weight of ‖V‖² relative to the mean Hessian (default 0)")
-    p.add_argument("--ctf-pad", type=int, default=1,
-                   help="apply the CTF on a grid this many times the box (default 1)")
+    p.add_argument("--ctf-pad", type=int, default=2,
+                   help="apply the CTF on a grid this many times the box, so that signal it moves out of "
+                        "the box is lost as in an extracted particle (default 2)")
     p.add_argument("--chunk", type=int, help="particles per chunk (default 32 on CPU, 128 on a GPU)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: the GPU when present)")
     p.add_argument("--project-dir", help="folder that relative image paths are resolved against")

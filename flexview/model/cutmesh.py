@@ -26,7 +26,8 @@ from flexview.errors import FlexviewInputError
 from flexview.model.grid import centre_index
 from flexview.model.mesh import TetMesh
 
-__all__ = ["cut_mesh", "parse_fuse", "fill_nearest_segment", "cell_segments", "DEFAULT_RIGID_WEIGHT"]
+__all__ = ["cut_mesh", "parse_fuse", "check_fuse_tree", "format_fuse", "fuse_from_edges", "fill_nearest_segment",
+           "cell_segments", "touching_pairs", "propose_segments", "DEFAULT_RIGID_WEIGHT"]
 
 DEFAULT_RIGID_WEIGHT = 20.0
 _PAIR = re.compile(r"^\s*(-?\d+)\s*>\s*(-?\d+)\s*$")
@@ -76,6 +77,82 @@ def check_fuse_tree(pairs: list[tuple[int, int]], segments) -> None:
             raise FlexviewInputError(f"'{parent}>{child}' closes a cycle: segment {child} is already "
                                      "joined; the fuse list must be a tree", field="--fuse")
         reached.add(child)
+
+
+def format_fuse(pairs: list[tuple[int, int]]) -> str:
+    """``[(0, 1), (1, 2)]`` → ``"0>1, 1>2"`` (the syntax :func:`parse_fuse` reads)."""
+    return ", ".join(f"{a}>{b}" for a, b in pairs)
+
+
+def fuse_from_edges(edges, root: int | None = None) -> list[tuple[int, int]]:
+    """Order undirected segment pairs as a fuse list grown from ``root`` (default: the smallest id).
+
+    Edges are visited breadth first from the root, then from the smallest id of every part not yet
+    reached; an edge between two segments already joined is kept at the end, so that
+    :func:`check_fuse_tree` reports a forest or a cycle instead of it being dropped silently.
+    """
+    edges = sorted({(min(a, b), max(a, b)) for a, b in edges})
+    if not edges:
+        return []
+    ids = sorted({s for e in edges for s in e})
+    roots = ([root] if root in ids else []) + ids
+    pairs, reached, used = [], set(), set()
+    for start in roots:
+        if start in reached:
+            continue
+        reached.add(start)
+        queue = [start]
+        while queue:
+            parent = queue.pop(0)
+            for e in edges:
+                if parent in e and e not in used:
+                    child = e[1] if e[0] == parent else e[0]
+                    if child in reached:
+                        continue
+                    used.add(e)
+                    reached.add(child)
+                    pairs.append((parent, child))
+                    queue.append(child)
+    return pairs + [e for e in edges if e not in used]
+
+
+def touching_pairs(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs ``(a, b)``, ``a < b``, of segments whose filled regions share a face.
+
+    ``labels`` (L, L, L) [z, y, x] is filled first (:func:`fill_nearest_segment`), as :func:`cut_mesh`
+    does, so two segments touch when some voxel of one is a 6-neighbour of a voxel of the other.
+    """
+    filled = fill_nearest_segment(labels)
+    found = set()
+    for axis in range(3):
+        a = np.moveaxis(filled, axis, 0)
+        lo, hi = a[:-1].ravel(), a[1:].ravel()
+        differ = lo != hi
+        pairs = np.stack([np.minimum(lo[differ], hi[differ]), np.maximum(lo[differ], hi[differ])], 1)
+        found.update(map(tuple, np.unique(pairs, axis=0).tolist()))
+    return sorted((int(a), int(b)) for a, b in found)
+
+
+def propose_segments(density: np.ndarray, threshold: float, n_segments: int = 2,
+                     min_distance_px: int = 3) -> np.ndarray:
+    """A first segmentation of ``density`` (z, y, x): watershed of the thresholded map.
+
+    The map above ``threshold`` is split by a watershed of its distance transform, seeded at its
+    ``n_segments`` deepest interior maxima at least ``min_distance_px`` voxels apart; specks of
+    density not reached from a seed stay 0 (solvent). Returns int64 labels 1..n, 0 for solvent.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    mask = np.asarray(density) > float(threshold)
+    if not mask.any():
+        raise FlexviewInputError(f"no voxel above the threshold {threshold:g}", field="threshold")
+    distance = ndimage.distance_transform_edt(mask)
+    peaks = peak_local_max(distance, min_distance=max(1, int(min_distance_px)), labels=mask.astype(np.int64),
+                           num_peaks=max(1, int(n_segments)), exclude_border=False)
+    markers = np.zeros(mask.shape, np.int64)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-distance, markers, mask=mask).astype(np.int64)
 
 
 def fill_nearest_segment(labels: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from flexview.io._atomic import atomic_path
 from flexview.model.grid import centre_index, voxel_coords
 
 __all__ = ["TetMesh", "build_regular_mesh", "density_mask", "auto_threshold", "locate",
-           "rest_inverse"]
+           "rest_inverse", "read_map_at_box"]
 
 # Kuhn tetrahedra of the unit cube: permutation π of axes (x=0, y=1, z=2); the tetrahedron
 # (0, e_π0, e_π0 + e_π1, 1) holds the points with f_π0 ≥ f_π1 ≥ f_π2.
@@ -160,6 +160,27 @@ def density_mask(density: np.ndarray, pixel_size: float, *, threshold: float | N
     if dilate_A > 0:
         mask = ndimage.distance_transform_edt(~mask) * pixel_size <= dilate_A
     return mask
+
+
+def read_map_at_box(path: str | Path, box: int | None = None) -> tuple[np.ndarray, float]:
+    """Read a cubic map (z, y, x) and Fourier-crop it to ``box`` (default: its own box).
+
+    Returns the map as float64 and its voxel size in Å at that box. A box that is odd, below 8 or
+    above the map's box raises :class:`FlexviewInputError` (field ``--box``).
+    """
+    from flexview.io.mrc import read_map
+    from flexview.preprocess import fourier_crop_volume
+
+    volume, voxel = read_map(path)
+    if volume.ndim != 3 or len(set(volume.shape)) != 1:
+        raise FlexviewInputError(f"expected a cubic map, got shape {volume.shape}", path, "data")
+    if box is None or box == volume.shape[0]:
+        return np.asarray(volume, np.float64), voxel
+    if not 8 <= box <= volume.shape[0] or box % 2:
+        raise FlexviewInputError(f"--box must be even, at least 8 and at most the map box {volume.shape[0]}",
+                                 field="--box")
+    cropped, px = fourier_crop_volume(np.asarray(volume, np.float32), box, voxel)
+    return np.asarray(cropped, np.float64), px
 
 
 def build_regular_mesh(density: np.ndarray, pixel_size: float, *, threshold: float | None = None,

@@ -34,8 +34,16 @@ from flexview.recon.rigid import reconstruct_rigid
 from flexview.recon.stream import ParticleStream
 from flexview.train.calibrate import calibrate, noise_weight
 
-__all__ = ["ReconProblem", "full_box_model", "hessian_profile", "fourier_preconditioner",
-           "estimate_noise_weight", "resample_mask", "resample_volume", "solve_map"]
+__all__ = [
+    "ReconProblem",
+    "estimate_noise_weight",
+    "fourier_preconditioner",
+    "full_box_model",
+    "hessian_profile",
+    "resample_mask",
+    "resample_volume",
+    "solve_map",
+]
 
 
 def resample_volume(volume: np.ndarray, pixel_size: float, box: int, new_pixel_size: float) -> np.ndarray:

@@ -19,18 +19,32 @@ from flexview.errors import FlexviewInputError
 from flexview.io._atomic import write_text_atomic
 from flexview.io.mrc import read_map, write_map
 from flexview.io.particles import ParticleSet, read_particles
-from flexview.recon.goldstandard import (HALVES, RunLayout, deformation_disagreement, detect_layout,
-                                         half_rows, sample_labels, summarise_disagreement)
-from flexview.recon.highres import (ReconProblem, estimate_noise_weight, fourier_preconditioner,
-                                    full_box_model, hessian_profile, resample_mask, resample_volume,
-                                    solve_map)
+from flexview.recon.goldstandard import (
+    HALVES,
+    RunLayout,
+    deformation_disagreement,
+    detect_layout,
+    half_rows,
+    sample_labels,
+    summarise_disagreement,
+)
+from flexview.recon.highres import (
+    ReconProblem,
+    estimate_noise_weight,
+    fourier_preconditioner,
+    full_box_model,
+    hessian_profile,
+    resample_mask,
+    resample_volume,
+    solve_map,
+)
 from flexview.recon.postprocess import postprocess
 from flexview.recon.report import plot_fsc, write_fsc_csv, write_summary
 from flexview.recon.stream import ParticleStream
 from flexview.recon.symmetry import parse_symmetry, symmetrise
 from flexview.train.setup import resolve_device
 
-__all__ = ["ReconOptions", "reconstruct_run", "reconstruct_half"]
+__all__ = ["ReconOptions", "reconstruct_half", "reconstruct_run"]
 
 
 @dataclass
@@ -56,7 +70,7 @@ class ReconOptions:
     tikhonov: float = 0.0
     memory: int = 20
     chunk: int | None = None
-    ctf_pad: int = 1
+    ctf_pad: int = 2
     kernel: str | None = None
     device: str = "auto"
     noise_particles: int = 500
@@ -135,7 +149,8 @@ def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.
     return out
 
 
-def _load_runs(layout: RunLayout, device: torch.device) -> dict:
+def _load_runs(layout: RunLayout) -> dict:
+    """The run (on the CPU) that serves each half set; one object when both use the same folder."""
     import flexview
 
     loaded = {}
@@ -183,7 +198,7 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
     out = Path(out)
     layout = detect_layout(run_path)
     device = resolve_device(opts.device)
-    runs = _load_runs(layout, device)
+    runs = _load_runs(layout)
     particles = read_particles(particles_path or runs["A"].config.particles, opts.project_dir)
     particles.require("images", "poses", "ctf", "half_sets")
     box = int(opts.box or particles.box)

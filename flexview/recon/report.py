@@ -9,7 +9,7 @@ import numpy as np
 
 from flexview.io._atomic import atomic_path, write_text_atomic
 
-__all__ = ["write_fsc_csv", "plot_fsc", "write_summary"]
+__all__ = ["plot_fsc", "write_fsc_csv", "write_summary"]
 
 
 def write_fsc_csv(path: str | Path, freq: np.ndarray, curves: dict[str, np.ndarray], box: int) -> None:

@@ -42,7 +42,7 @@ class Chunk:
 class _CroppedImages:
     """Array-like view ``[i] → images`` of selected particles at another box (for TrainingData)."""
 
-    def __init__(self, stream: "ParticleStream"):
+    def __init__(self, stream: ParticleStream):
         self.stream = stream
         self.shape = (len(stream.rows), stream.box, stream.box)
 
@@ -87,7 +87,7 @@ class ParticleStream:
         """Å per pixel at the reconstruction box."""
         return self.particles.pixel_size * self.particles.box / self.box
 
-    def subset(self, count: int, seed: int = 0) -> "ParticleStream":
+    def subset(self, count: int, seed: int = 0) -> ParticleStream:
         """At most ``count`` of these particles, drawn at random (seeded), in file order."""
         if count >= len(self.rows):
             return self

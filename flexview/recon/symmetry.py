@@ -15,7 +15,7 @@ from scipy import ndimage
 from flexview.errors import FlexviewInputError
 from flexview.model.grid import centre_index, voxel_coords
 
-__all__ = ["parse_symmetry", "symmetry_matrices", "symmetrise"]
+__all__ = ["parse_symmetry", "symmetrise", "symmetry_matrices"]
 
 
 def parse_symmetry(symmetry: str) -> tuple[str, int]:
