@@ -127,6 +127,38 @@ def print_summary(summary: dict, title: str) -> None:
             print(f"  deformation error, {group} (median per particle): {text}")
 
 
+def time_pass(run_path: Path, data: Path, count: int, device: str) -> dict:
+    """Seconds per full-batch pass per 1,000 particles (flex and rigid; with and without reading the
+    images), measured on ``count`` particles of half A with the current torch thread count."""
+    import flexview
+    from flexview.io.particles import read_particles
+    from flexview.recon.highres import ReconProblem, full_box_model, resample_mask
+    from flexview.recon.stream import ParticleStream
+
+    run = flexview.load_run(run_path)
+    particles = read_particles(data / "particles.star")
+    support = resample_mask(read_map(run.folder.mask)[0] > 0.5, run.pixel_size, particles.box,
+                            particles.pixel_size)
+    rows = np.nonzero(particles.half_set == 0)[0][:count]
+    stream = ParticleStream(particles, rows, latents=run.latents)
+    model = full_box_model(run.mesh, run.model.flow, support, particles.pixel_size, ctf_pad=2).to(device)
+    weight = torch.ones(particles.box, device=device)
+    x = torch.zeros(int(support.sum()), dtype=torch.float64, device=device)
+    out = {"mask_voxels": int(support.sum()), "particles": len(rows), "threads": torch.get_num_threads()}
+    for name, flow in (("flex", True), ("noflex", False)):
+        prob = ReconProblem(model, stream, weight, use_flow=flow, chunk=32 if device == "cpu" else 128,
+                            device=device)
+        for what, fn in (("objective", prob.objective), ("hessian_vector", prob.hessian_vector)):
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn(x)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            out[f"{name}_{what}"] = (time.perf_counter() - t) / len(rows) * 1000
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("bench_reconstruct"))
@@ -141,12 +173,23 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--timing", type=int, default=0,
+                    help="only time one pass on this many particles at the particle box (needs the hinge run)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"torch threads {torch.get_num_threads()}, device {args.device}")
     results = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if args.timing:
+        data = dataset(args.work, "hinge", args.n, args.box)
+        run = args.work / f"run_hinge_single_{args.train_box}"
+        train(data, run, args)
+        timing = time_pass(run, data, args.timing, args.device)
+        print(f"one full-batch pass at box {args.box}, seconds per 1,000 particles "
+              f"({timing['threads']} threads, {args.device}, {timing['mask_voxels']} mask voxels): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in timing.items() if "_" in k and k != "mask_voxels"))
+        return
     for kind in args.kinds.split(","):
         data = dataset(args.work, kind, args.n, args.box)
         mask = soft_mask(data / "ground_truth" / "domain_arm.mrc", args.work / f"{kind}_arm_mask.mrc") \
