@@ -102,6 +102,8 @@ def viewer(make_napari_viewer):
 @needs_display
 @pytest.mark.gui
 def test_painted_labels_give_the_same_mesh_as_the_cli(viewer, qtbot, tiny_flex_dataset, tmp_path):
+    from qtpy.QtCore import Qt
+
     from flexview._napari._context import context_for
     from flexview.cli import main
     from flexview.io.mrc import read_map, write_map
@@ -119,9 +121,9 @@ def test_painted_labels_give_the_same_mesh_as_the_cli(viewer, qtbot, tiny_flex_d
     widget.update_segments()
     assert widget.state.segments == [1, 2] and widget.state.pairs == [(1, 2)]
     assert widget.pair_table.rowCount() == 1
-    widget.pair_table.item(0, 0).setCheckState(2)           # check "fuse" for 1 – 2
+    widget.pair_table.item(0, 0).setCheckState(Qt.CheckState.Checked)      # check "fuse" for 1 – 2
     assert widget.fuse.text() == "1>2"
-    widget.segment_table.item(1, 2).setCheckState(2)        # segment 2 rigid
+    widget.segment_table.item(1, 2).setCheckState(Qt.CheckState.Checked)   # segment 2 rigid
     assert widget.cut(), widget.status.text()
     widget.out.set_text(tmp_path / "gui.npz")
     out = widget.save()

@@ -136,7 +136,10 @@ def test_stop_leaves_a_run_that_resume_finishes(viewer, qtbot, tiny_flex_dataset
     assert load_run(tmp_path / "run").latents.shape == (40, 2)   # a complete run folder
     train.form.set_values({"epochs": 1 + stopped_at // 2})
     train.state.history = []               # as in a new session: the curves come from log.csv
+    stopped_worker = train.worker
     assert train.start(resume=True)
+    stopped_worker.finished.emit()         # queued from its thread, it may come after the resume began
+    assert train.state.active and train.state.result is None
     qtbot.waitUntil(lambda: train.state.status in ("finished", "failed"), timeout=60000)
     assert train.state.status == "finished", train.state.error
     assert train.state.result.iteration == 2 * (1 + stopped_at // 2)

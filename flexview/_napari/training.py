@@ -294,15 +294,27 @@ class TrainWidget(QWidget):
         self.worker = thread_worker(training_updates, start_thread=False, ignore_errors=True,
                                     worker_class=_closing_worker_class())(
             replace(cfg), out, resume=resume, refresh_every=self.refresh.value())
-        self.worker.yielded.connect(self._on_update)
-        self.worker.returned.connect(self.state.end)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.errored.connect(self._on_error)
-        self.worker.paused.connect(lambda: self.state.set_status("paused"))
-        self.worker.resumed.connect(lambda: self.state.set_status("running"))
+        self._connect(self.worker)
         self.destroyed.connect(partial(_stop_worker, self.worker))  # the viewer closes mid-run
         self.worker.start()
         return True
+
+    def _connect(self, worker) -> None:
+        """Route ``worker``'s signals to the widget while it is the current worker. Its signals
+        are queued from its thread, so its ``finished`` can arrive after its ``returned`` has
+        ended the run and a new (resumed) worker has started; those late signals are dropped."""
+        def current(handler):
+            def call(*args):
+                if worker is self.worker:
+                    handler(*args)
+            return call
+
+        worker.yielded.connect(current(self._on_update))
+        worker.returned.connect(current(self.state.end))
+        worker.finished.connect(current(self._on_finished))
+        worker.errored.connect(current(self._on_error))
+        worker.paused.connect(current(lambda: self.state.set_status("paused")))
+        worker.resumed.connect(current(lambda: self.state.set_status("running")))
 
     def toggle_pause(self) -> None:
         if self.worker is not None and self.state.status in ("running", "paused"):
