@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from flexview._napari import _layers
-from flexview._napari._context import context_for
+from flexview._napari._context import FollowsContextRun, context_for
 from flexview._napari._plot import theme_colors
 from flexview._napari._qt import PathPicker, error_text, heading, notify_error, run_folder_row, scroll_layout
 from flexview._napari.latent_view import LatentView
@@ -176,7 +176,7 @@ def write_volume_series(folder: Path, volumes: list[np.ndarray], points: np.ndar
     return paths
 
 
-class MovieWidget(QWidget):
+class MovieWidget(FollowsContextRun, QWidget):
     """Dock widget over :class:`MovieState`; records through the viewer's own canvas."""
 
     def __init__(self, napari_viewer):
@@ -280,17 +280,6 @@ class MovieWidget(QWidget):
         return s
 
     # ------------------------------------------------------------------ run
-    def open_folder(self) -> None:
-        try:
-            self.context.open_run(self.folder.text())
-        except Exception as exc:
-            self.status.setText(error_text(exc))
-            notify_error(exc)
-
-    def _on_context_run(self, run) -> None:
-        if run is not None and run is not self.state.run:
-            self.state.set_run(run)
-
     def _on_run(self, run: Run) -> None:
         self.folder.edit.setText(str(run.folder.root))
         self.axis.setRange(1, run.config.latent_dim)

@@ -9,7 +9,7 @@ import numpy as np
 from psygnal import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from flexview._napari._context import context_for
+from flexview._napari._context import FollowsContextRun, context_for
 from flexview._napari._plot import theme_colors
 from flexview._napari._qt import PathPicker, error_text, heading, notify_error, run_folder_row, scroll_layout
 from flexview._napari.latent_view import LatentView, view_names
@@ -105,7 +105,7 @@ class SelectState:
         return written
 
 
-class SelectWidget(QWidget):
+class SelectWidget(FollowsContextRun, QWidget):
     """Dock widget over :class:`SelectState`."""
 
     def __init__(self, napari_viewer):
@@ -160,17 +160,6 @@ class SelectWidget(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         layout.addStretch(1)
-
-    def open_folder(self) -> None:
-        try:
-            self.context.open_run(self.folder.text())
-        except Exception as exc:
-            self.status.setText(error_text(exc))
-            notify_error(exc)
-
-    def _on_context_run(self, run) -> None:
-        if run is not None and run is not self.state.run:
-            self.state.set_run(run)
 
     def _on_run(self, run: Run) -> None:
         self.folder.edit.setText(str(run.folder.root))
