@@ -40,7 +40,7 @@ def plot_fsc(path: str | Path, freq: np.ndarray, curves: dict[str, np.ndarray], 
     ax.axhline(0.0, color="black", lw=0.5)
     for label, f in (marks or {}).items():
         ax.axvline(f, color="grey", ls=":", lw=1)
-        ax.text(f, 1.02, label, fontsize=8, ha="center", va="bottom")
+        ax.text(f, 0.6, f" {label}", fontsize=8, rotation=90, ha="right", va="center", color="grey")
     ax.set_xlim(0, float(freq[-1]))
     ax.set_ylim(-0.1, 1.05)
     ax.set_xlabel("spatial frequency (1/Å)")
