@@ -10,7 +10,9 @@ each at a smaller box, reconstructs half maps at box 128 with and without the fl
 - the rigid control: flexview and noflex resolutions and their difference in shells;
 - seconds per full-batch pass (objective + gradient over all particles) per 1,000 particles;
 - with ``--modes split``: the same for gold-standard training (one model per half set) and the
-  deformation error between the two models.
+  deformation error between the two models; with ``--modes oracle``: the same with a flow fitted to
+  the true deformation and the true motion coordinates as latents (the upper bound of the
+  reconstruction when the flow is right, independent of training).
 
 Every step is cached in ``--work`` (delete a folder to redo it). Figures go to stdout and to
 ``WORK/bench_reconstruct.json``.
@@ -59,6 +61,47 @@ def train(data: Path, out: Path, args, halves: str = "all") -> None:
     TrainingSession.start(TrainConfig(**values), out).run()
     print(f"[{out.name}] trained: box {args.train_box}, {args.epochs} epochs, halves {halves} "
           f"({time.perf_counter() - t:.0f} s)")
+
+
+def oracle_run(data: Path, trained: Path, out: Path, steps: int = 3000, seed: int = 0) -> None:
+    """A run folder with the trained run's mesh, mask and canonical map, but a flow generator fitted
+    to the true deformation of the phantom at the mesh vertices and the true motion coordinates as
+    latents: the reconstruction's upper bound when the flow is right (the training is bypassed)."""
+    import shutil
+    from dataclasses import replace
+
+    from scipy.spatial import cKDTree
+
+    from flexview.model.flow import FlowGenerator
+    from flexview.model.mesh import TetMesh
+    from flexview.synth import load_phantom
+    from flexview.train.config import TrainConfig
+    from flexview.train.runfolder import save_npy, save_torch
+
+    if (out / "latents.npy").is_file():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "mesh.npz", "mask.mrc", "canonical.mrc"):
+        shutil.copy(trained / name, out / name)
+    cfg, mesh = TrainConfig.from_json(out / "config.json"), TetMesh.load(out / "mesh.npz")
+    phantom = load_phantom(data / "ground_truth" / "phantom.npz")
+    _, nearest = cKDTree(phantom.positions).query(mesh.vertices)
+    vertices = replace(phantom, positions=mesh.vertices, labels=phantom.labels[nearest],
+                       amplitudes=np.ones(mesh.n_vertices), bfactors=np.ones(mesh.n_vertices))
+    torch.manual_seed(seed)
+    flow = FlowGenerator.for_mesh(mesh, phantom.n_motions, hidden=cfg.hidden, layers=cfg.layers)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        c = rng.uniform(-1.0, 1.0, (256, phantom.n_motions))
+        target = torch.as_tensor(vertices.displacement(c), dtype=torch.float32)
+        loss = (flow(torch.as_tensor(c, dtype=torch.float32)) - target).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"[{out.name}] flow fitted to the true deformation: RMS vertex error {float(loss.detach()) ** 0.5:.2f} Å")
+    save_torch(out / "flow.pt", flow.state_dict())
+    save_npy(out / "latents.npy", np.load(data / "ground_truth" / "motion_coords.npy").astype(np.float32))
 
 
 def soft_mask(path: Path, out: Path) -> Path:
@@ -168,7 +211,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--train-set", default='{"lr_flow": 0.01}', help="other TrainConfig fields (JSON)")
     ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--modes", default="single,split", help="single and/or split (gold standard)")
+    ap.add_argument("--modes", default="single,split",
+                    help="single, split (gold standard) and/or oracle (flow fitted to the true motion)")
     ap.add_argument("--kinds", default="hinge,rigid")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -196,7 +240,10 @@ def main() -> None:
             if kind == "hinge" else None
         for mode in args.modes.split(","):
             run = args.work / f"run_{kind}_{mode}_{args.train_box}"
-            if mode == "split":
+            if mode == "oracle":
+                train(data, args.work / f"run_{kind}_single_{args.train_box}", args)
+                oracle_run(data, args.work / f"run_{kind}_single_{args.train_box}", run)
+            elif mode == "split":
                 for half in "AB":
                     train(data, run / f"half_{half}", args, halves=half)
                 write_split_json(run, str(data / "particles.star"))

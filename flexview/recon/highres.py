@@ -68,7 +68,7 @@ def resample_mask(mask: np.ndarray, pixel_size: float, box: int, new_pixel_size:
 
 
 def full_box_model(mesh: TetMesh, flow: FlowGenerator | None, mask: np.ndarray, pixel_size: float, *,
-                   kernel: str = "linear", ctf_pad: int = 1) -> FlexForwardModel:
+                   kernel: str = "linear", ctf_pad: int = 2) -> FlexForwardModel:
     """Forward model at a new box: canonical map zero on ``mask`` (box³ bool), the run's mesh (in Å,
     so only its metadata change) and its flow generator, frozen (the flow is in Å, so it carries
     over to any pixel size)."""
