@@ -224,7 +224,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"torch threads {torch.get_num_threads()}, device {args.device}")
-    results = {"args": {k: str(v) for k, v in vars(args).items()}}
+    store = args.work / "bench_reconstruct.json"
+    results = json.loads(store.read_text()) if store.is_file() else {}     # earlier invocations kept
+    results["args"] = {k: str(v) for k, v in vars(args).items()}
     if args.timing:
         data = dataset(args.work, "hinge", args.n, args.box)
         run = args.work / f"run_hinge_single_{args.train_box}"
@@ -269,7 +271,7 @@ def main() -> None:
                       f"{shells:.2f} shells apart (within one shell: {shells <= 1.0})")
                 entry["shells_apart"] = shells
             results[f"{kind}_{mode}"] = entry
-            write_text_atomic(args.work / "bench_reconstruct.json", json.dumps(results, indent=2))
+            write_text_atomic(store, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
