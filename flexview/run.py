@@ -74,6 +74,24 @@ class Run:
         return self
 
 
+def write_volume_series(folder: str | Path, volumes, points: np.ndarray, pixel_size: float) -> list[Path]:
+    """Write ``folder/frame_000.mrc`` ... (one per volume of the iterable ``volumes``) and
+    ``folder/latents.csv`` (one row of ``points`` (frames, K) per frame); returns the MRC paths."""
+    from flexview.io._atomic import write_text_atomic
+    from flexview.io.mrc import write_map
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, volume in enumerate(volumes):
+        paths.append(folder / f"frame_{i:03d}.mrc")
+        write_map(paths[-1], volume, pixel_size)
+    header = ",".join(f"z{k + 1}" for k in range(points.shape[1]))
+    rows = [f"{i}," + ",".join(f"{v:.6g}" for v in z) for i, z in enumerate(points)]
+    write_text_atomic(folder / "latents.csv", f"frame,{header}\n" + "\n".join(rows) + "\n")
+    return paths
+
+
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     """Load a run folder written by ``flexview train`` (or the app)."""
     folder = RunFolder(path)

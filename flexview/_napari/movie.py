@@ -29,10 +29,9 @@ from flexview._napari._plot import theme_colors
 from flexview._napari._qt import PathPicker, error_text, heading, notify_error, run_folder_row, scroll_layout
 from flexview._napari.latent_view import LatentView
 from flexview._napari.scatter import ScatterCanvas
-from flexview.io._atomic import atomic_path, write_text_atomic
-from flexview.io.mrc import write_map
+from flexview.io._atomic import atomic_path
 from flexview.model.mesh import auto_threshold
-from flexview.run import Run
+from flexview.run import Run, write_volume_series
 
 AXIS, DRAWN = "latent axis", "drawn path"
 
@@ -161,19 +160,6 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
                 writer.send(np.ascontiguousarray(frame))
         finally:
             writer.close()
-
-
-def write_volume_series(folder: Path, volumes: list[np.ndarray], points: np.ndarray, pixel_size: float) -> list[Path]:
-    """``folder/frame_000.mrc`` ... and ``folder/latents.csv`` (the layout of ``flexview generate --axis``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, volume in enumerate(volumes):
-        paths.append(folder / f"frame_{i:03d}.mrc")
-        write_map(paths[-1], volume, pixel_size)
-    header = ",".join(f"z{k + 1}" for k in range(points.shape[1]))
-    rows = [f"{i}," + ",".join(f"{v:.6g}" for v in z) for i, z in enumerate(points)]
-    write_text_atomic(folder / "latents.csv", f"frame,{header}\n" + "\n".join(rows) + "\n")
-    return paths
 
 
 class MovieWidget(FollowsContextRun, QWidget):

@@ -36,21 +36,10 @@ def parse_latent(text: str, dim: int) -> np.ndarray:
 
 def write_series(run_obj, axis: int, frames: int, extent: float, out: Path) -> list[Path]:
     """Write ``frames`` volumes along ``axis`` as ``out/frame_000.mrc`` ... plus ``out/latents.csv``."""
-    from flexview.io._atomic import write_text_atomic
-    from flexview.io.mrc import write_map
+    from flexview.run import write_volume_series
 
     points = run_obj.axis_values(axis, frames, extent)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, z in enumerate(points):
-        path = out / f"frame_{i:03d}.mrc"
-        write_map(path, run_obj.generate(z), run_obj.pixel_size)
-        paths.append(path)
-    header = ",".join(f"z{k + 1}" for k in range(points.shape[1]))
-    rows = "\n".join(",".join(f"{v:.6g}" for v in z) for z in points)
-    write_text_atomic(out / "latents.csv", f"frame,{header}\n" + "\n".join(
-        f"{i},{row}" for i, row in enumerate(rows.split("\n"))) + "\n")
-    return paths
+    return write_volume_series(out, (run_obj.generate(z) for z in points), points, run_obj.pixel_size)
 
 
 def run(args) -> int:
