@@ -155,3 +155,22 @@ def test_resume_refuses_changed_parameters(tiny_flex_dataset, make_tiny_config, 
         TrainingSession.resume(tmp_path / "run", {"box": 20})
     with pytest.raises(FlexviewInputError, match="already exists"):
         TrainingSession.start(make_tiny_config(tiny_flex_dataset), tmp_path / "run")
+
+
+def test_principal_axes_keep_every_deformation_and_order_axes(tiny_flex_dataset, make_tiny_config, tmp_path):
+    """Whitening + rotation of the latents is absorbed exactly by the flow's first layer; the new
+    axes are uncorrelated with unit variance and ordered by deformation size."""
+    session = TrainingSession.start(make_tiny_config(tiny_flex_dataset, epochs=1), tmp_path / "run")
+    trainer = session.trainer
+    g = torch.Generator().manual_seed(0)
+    trainer.latents = torch.randn(len(trainer.latents), 2, generator=g) @ torch.tensor([[2.0, 0.5], [0.0, 0.3]]) + 1.0
+    with torch.no_grad():
+        trainer.model.flow.net[-1].weight.mul_(1000.0)               # displacements of a few Å
+    before = trainer.model.voxel_positions(trainer.latents[:20]).detach()
+    sv = trainer.principal_axes()
+    after = trainer.model.voxel_positions(trainer.latents[:20]).detach()
+    moved = (before - trainer.model.canonical.masked_coords()).norm(dim=-1).max()
+    assert moved > 0.5 and torch.allclose(before, after, atol=1e-3)
+    z = trainer.latents[trainer.train_rows].double()
+    np.testing.assert_allclose(torch.cov(z.T).numpy(), np.eye(2), atol=1e-6)
+    assert sv[0] >= sv[1] >= 0

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from flexview.errors import FlexviewInputError
-from flexview.train.latents import coordinate_descent, gradient_descent, init_latents, pca_latents
+from flexview.train.latents import (coordinate_descent, gradient_descent, grid_search, init_latents, pca_latents,
+                                    search_points)
 
 
 def quadratic(centres, curvature):
@@ -67,3 +68,43 @@ def test_latents_from_npy_and_cs(tmp_path):
         init_latents(str(tmp_path / "z.npy"), 21, 2)
     with pytest.raises(FlexviewInputError, match="components_mode_2"):
         init_latents(str(tmp_path / "va.cs"), 20, 3)
+
+
+def double_well(centres):
+    """Per-particle cost with a shallow local minimum at 0 and the global one at ``centres``."""
+    def objective(z):
+        near = (z ** 2).sum(dim=1)
+        far = ((z - centres) ** 2).sum(dim=1)
+        return torch.minimum(near + 1.0, far)
+    return objective
+
+
+def test_grid_search_matches_a_loop_over_candidates():
+    g = torch.Generator().manual_seed(3)
+    centres = (torch.rand(40, 2, generator=g) - 0.5) * 4
+    objective = double_well(centres)
+    candidates = search_points(2, 7)
+    best, value = grid_search(objective, candidates, 40)
+    for i in range(40):                                 # brute force, one particle at a time
+        costs = [float(objective(c.expand(40, 2))[i]) for c in candidates]
+        j = int(np.argmin(costs))
+        assert torch.equal(best[i], candidates[j]) and value[i] == pytest.approx(costs[j])
+
+
+def test_search_points_grid_and_high_dimensional_draws():
+    grid = search_points(2, 5, extent=2.0)
+    assert grid.shape == (25, 2) and grid.min() == -2.0 and grid.max() == 2.0
+    assert len(torch.unique(grid[:, 0])) == 5
+    assert search_points(3, 4).shape == (64, 3)
+    draws = search_points(5, 6, seed=1)
+    assert draws.shape == (36, 5) and torch.equal(draws, search_points(5, 6, seed=1))
+
+
+def test_local_descent_stays_in_the_wrong_basin_but_grid_start_escapes():
+    centres = torch.tensor([[2.0, -1.5], [-1.8, 1.8], [1.5, 1.5]])
+    objective = double_well(centres)
+    local = coordinate_descent(objective, torch.zeros(3, 2), step=0.25, sweeps=3)
+    assert (local.norm(dim=1) < 0.5).all()              # stuck at the local minimum
+    start, _ = grid_search(objective, search_points(2, 7), 3)
+    refined = coordinate_descent(objective, start, step=0.25, sweeps=3)
+    assert torch.allclose(refined, centres, atol=1e-4)

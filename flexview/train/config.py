@@ -34,7 +34,7 @@ class TrainConfig:
     hidden: int = 64
     layers: int = 6
     # objective
-    rigidity_weight: float = 2.0       # λ in the paper
+    rigidity_weight: float = 0.1       # λ, per particle negative log-likelihood (nats; see README)
     rigidity_samples: int = 16         # latents per batch on which the rigidity penalty is evaluated
     latent_noise: float = 0.15         # σ of the noise injected into z during training
     prior_weight: float = 1.0          # weight of the unit-Gaussian prior on z
@@ -44,6 +44,8 @@ class TrainConfig:
     latent_steps: int = 1              # Gauss-Newton steps, sweeps (coordinate) or steps (gradient)
     latent_step: float = 0.25          # probe step (coordinate, gradient); Gauss-Newton moves ≤ 4×
     fixed_latent_epochs: int = 1       # first epochs with latents fixed (not with zeros init)
+    latent_search: int = 7             # global search grid, points per axis (0: local steps only)
+    search_at: float | None = None     # fraction of the run at which all latents are searched again
     # optimisation
     epochs: int = 20
     batch_size: int = 500

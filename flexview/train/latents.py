@@ -192,3 +192,40 @@ def gauss_newton(render: Callable[[Tensor], Tensor], target: Tensor, weight: Ten
     z_new = z + step
     better = cost(render(z_new), z_new) < c0
     return torch.where(better[:, None], z_new, z)
+
+
+def search_points(dim: int, points: int, *, extent: float = 2.5, seed: int = 0) -> Tensor:
+    """Candidate latents for a global search, (P, dim).
+
+    A regular grid of ``points`` values per axis over ``[-extent, extent]`` (prior σ units) for
+    ``dim ≤ 3``; for more dimensions, ``points²`` draws from the unit Gaussian prior (a grid would
+    grow too fast).
+    """
+    if dim <= 3:
+        axis = torch.linspace(-extent, extent, points)
+        return torch.cartesian_prod(*([axis] * dim)).reshape(-1, dim)
+    return torch.randn(points**2, dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def grid_search(objective: Objective, candidates: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """The candidate of lowest ``objective`` for every particle, and that value.
+
+    Parameters
+    ----------
+    objective : callable ``objective(z) -> (B,)`` for ``z`` of shape (B, K).
+    candidates : Tensor (P, K), shared by all particles.
+    batch_size : B.
+
+    Returns
+    -------
+    best : Tensor (B, K); value : Tensor (B,)
+    """
+    best_value = torch.full((batch_size,), float("inf"), device=candidates.device)
+    best = torch.zeros(batch_size, candidates.shape[1], device=candidates.device)
+    for point in candidates:
+        value = objective(point.expand(batch_size, -1))
+        better = value < best_value
+        best = torch.where(better[:, None], point, best)
+        best_value = torch.where(better, value, best_value)
+    return best, best_value

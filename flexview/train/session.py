@@ -101,9 +101,8 @@ class TrainingSession:
                 if self.trainer.iteration % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 yield record
-            held_out = np.setdiff1d(np.arange(len(self.trainer.data)), self.trainer.train_rows)
-            if len(held_out):
-                self.trainer.embed(held_out)
+            self.trainer.embed(np.arange(len(self.trainer.data)))   # final model, every particle
+            self.trainer.principal_axes()
         finally:
             self.save_checkpoint()
             self.write_outputs()

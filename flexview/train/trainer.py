@@ -20,7 +20,8 @@ from flexview.model.loss import band_mask, data_loss, radial_weight, rfft_multip
 from flexview.model.rigidity import latent_prior
 from flexview.train.config import TrainConfig
 from flexview.train.data import Batch, TrainingData
-from flexview.train.latents import coordinate_descent, gauss_newton, gradient_descent
+from flexview.train.latents import (coordinate_descent, gauss_newton, gradient_descent, grid_search,
+                                    search_points)
 from flexview.train.schedule import Schedule
 
 
@@ -86,6 +87,15 @@ class Trainer:
         return Schedule(self.total_iters, self.cfg.flow_iters, self.cfg.map_iters, start, end,
                         self.cfg.march_fraction)
 
+    @property
+    def search_iteration(self) -> int | None:
+        """The iteration before which every training particle's latents are searched globally
+        (``config.search_at`` of the run, at an epoch boundary), or None."""
+        cfg = self.cfg
+        if cfg.latent_search <= 0 or cfg.search_at is None or not 0 < cfg.search_at < 1:
+            return None
+        return max(cfg.fixed_latent_epochs, round(cfg.search_at * cfg.epochs)) * self.iters_per_epoch
+
     def _batch_rows(self, it: int) -> np.ndarray:
         """Rows of iteration ``it``: a fresh permutation each epoch, fixed by the seed."""
         epoch, k = divmod(it, self.iters_per_epoch)
@@ -140,6 +150,31 @@ class Trainer:
             return gradient_descent(objective, z, steps=self.cfg.latent_steps, step=self.cfg.latent_step)
         return coordinate_descent(objective, z, step=self.cfg.latent_step, sweeps=self.cfg.latent_steps)
 
+    def objective(self, batch: Batch, radius_px: float):
+        """``objective(z) -> (B,)``: negative log posterior of each particle of ``batch``."""
+        def cost(z: Tensor) -> Tensor:
+            return self.data_term(z, batch, radius_px) + self.cfg.prior_weight * latent_prior(z)
+        return cost
+
+    def search_latents(self, batch: Batch, z: Tensor, radius_px: float, *, sweeps: int = 2) -> Tensor:
+        """Global search: refine both the current latents and the best point of a coarse grid
+        (``config.latent_search`` per axis) by :meth:`infer_latents`, and keep the better.
+
+        Local steps alone keep a particle in whichever basin its first estimate fell into; the
+        per-particle posterior is often multimodal when a domain looks alike at several positions.
+        """
+        objective = self.objective(batch, radius_px)
+        candidates = search_points(z.shape[1], self.cfg.latent_search, seed=self.cfg.seed).to(self.device)
+        start, _ = grid_search(objective, candidates, len(batch.rows))
+        results = []
+        for z0 in (z, start):
+            for _ in range(sweeps):
+                z0 = self.infer_latents(batch, z0, radius_px)
+            with torch.no_grad():
+                results.append((z0, objective(z0)))
+        (za, fa), (zb, fb) = results
+        return torch.where((fb < fa)[:, None], zb, za)
+
     # ---------------------------------------------------------------- one iteration
     def step(self) -> Progress:
         """Run iteration ``self.iteration`` and advance."""
@@ -153,6 +188,8 @@ class Trainer:
         z = self.latents[rows].to(self.device)
         epoch = it // self.iters_per_epoch
         fixed = self.cfg.fixed_latent_epochs if self.cfg.latent_init != "zeros" else 0
+        if it == self.search_iteration:
+            self.embed(self.train_rows, band_A=band, sweeps=1)
         if block == "flow" and epoch >= fixed:
             z = self.infer_latents(batch, z, radius)
             self.latents[rows] = z.cpu()
@@ -222,22 +259,61 @@ class Trainer:
         first.weight *= std.to(first.weight.device)
         self.latents = (self.latents - mean) / std
 
+    @torch.no_grad()
+    def principal_axes(self, n_sample: int = 500) -> np.ndarray:
+        """Whiten the latents and rotate them so that axis 1 carries the largest deformation,
+        axis 2 the next, and so on; the change is absorbed into the flow generator's first layer,
+        so every particle's deformation stays exactly the same.
+
+        The deformation of the masked voxels (weighted by density) is regressed linearly on the
+        whitened latents of up to ``n_sample`` training particles; the right singular vectors of
+        that map are the new axes, their singular values (Å) are returned in decreasing order.
+        """
+        rows = self.train_rows
+        if len(rows) > n_sample:
+            rows = np.sort(np.random.default_rng(self.cfg.seed).choice(rows, n_sample, replace=False))
+        z_all = self.latents[self.train_rows].double()
+        mean = z_all.mean(dim=0)
+        evals, evecs = torch.linalg.eigh(torch.cov(z_all.T).reshape(len(mean), len(mean)))
+        whiten = evecs * evals.clamp_min(1e-12).rsqrt()                 # z_w = (z − μ) @ whiten
+        zw = (self.latents[rows].double() - mean) @ whiten
+        model = self.model
+        disp = model.voxel_positions(self.latents[rows].to(self.device)) - model.canonical.masked_coords()
+        weight = model.canonical.masked_values().clamp_min(0).sqrt()
+        d = (disp * weight[:, None]).reshape(len(rows), -1).double().cpu()
+        coef = torch.linalg.lstsq(zw - zw.mean(0), d - d.mean(0)).solution          # (K, 3P)
+        _, sv, vt = torch.linalg.svd(coef.T, full_matrices=False)
+        transform = whiten @ vt.T                                         # z_new = (z − μ) @ transform
+        back = torch.linalg.inv(transform)                                # z = z_new @ back + μ
+        first = model.flow.net[0]
+        w = first.weight.double().cpu()
+        first.bias += (w @ mean).to(first.bias)
+        first.weight.copy_((w @ back.T).to(first.weight))
+        self.latents = ((self.latents.double() - mean) @ transform).float()
+        return (sv / np.sqrt(weight.pow(2).sum().item())).numpy()
+
     # ---------------------------------------------------------------- loop
     def iterate(self):
         """Yield a :class:`Progress` after every iteration until the run is complete."""
         while self.iteration < self.total_iters:
             yield self.step()
 
-    def embed(self, rows: np.ndarray, *, chunk: int = 500, sweeps: int = 3) -> None:
-        """Infer the latents of ``rows`` with the model fixed, at the final band limit."""
-        radius = self.band_radius_px(self.schedule.band_end_A)
-        self.model.canonical.set_band_limit(resolution_A=self.schedule.band_end_A)
+    def embed(self, rows: np.ndarray, *, band_A: float | None = None, chunk: int = 500, sweeps: int = 2) -> None:
+        """Infer the latents of ``rows`` with the model fixed (band limit ``band_A``, default the
+        final one): a global search (:meth:`search_latents`) when ``config.latent_search`` > 0,
+        otherwise ``sweeps`` local sweeps from the current latents."""
+        band = band_A or self.schedule.band_end_A
+        radius = self.band_radius_px(band)
+        self.model.canonical.set_band_limit(resolution_A=band)
         for start in range(0, len(rows), chunk):
             sel = rows[start:start + chunk]
             batch = self.data.batch(sel, self.device)
             z = self.latents[sel].to(self.device)
-            for _ in range(sweeps):
-                z = self.infer_latents(batch, z, radius)
+            if self.cfg.latent_search > 0:
+                z = self.search_latents(batch, z, radius, sweeps=sweeps)
+            else:
+                for _ in range(sweeps):
+                    z = self.infer_latents(batch, z, radius)
             self.latents[sel] = z.cpu()
 
     # ---------------------------------------------------------------- state
