@@ -226,7 +226,7 @@ def _model(mesh, density, seed=0, scale=3.0):
     canonical = canonical.double()
     flow = FlowGenerator.for_mesh(mesh, 2, hidden=16, layers=2).double()
     with torch.no_grad():
-        flow.net[-1].weight.mul_(scale)
+        flow.reset_parameters(output_std_A=0.1 * scale)
     return FlexForwardModel(canonical, mesh, flow).double()
 
 

@@ -40,7 +40,11 @@ def make_model(flow=None, kernel="linear", box=BOX, hidden=8, layers=2, seed=0, 
     mask = density_mask(vol, PX, threshold=0.05, dilate_A=2.0)
     mesh = build_regular_mesh(vol, PX, threshold=0.05, dilate_A=4.0, cells_across=5)
     torch.manual_seed(seed)
-    flow = FlowGenerator.for_mesh(mesh, 2, hidden=hidden, layers=layers) if flow is None else flow(mesh)
+    if flow is None:
+        flow = FlowGenerator.for_mesh(mesh, 2, hidden=hidden, layers=layers)
+        flow.reset_parameters(output_std_A=0.05)         # displacements of a fraction of a pixel
+    else:
+        flow = flow(mesh)
     model = FlexForwardModel(CanonicalMap(vol, PX, mask), mesh, flow, kernel=kernel, **kw).double()
     assert model.outside_fraction == 0.0
     return model
@@ -140,7 +144,7 @@ def test_volume_at(kernel):
         w = model.volume_at(z)
     pos = model.voxel_positions(z[None])[0]
     torch.testing.assert_close(w, convect_volume(model.canonical.masked_values(), pos, BOX, PX, kernel))
-    assert float(w.sum()) == pytest.approx(float(dens.sum()), rel=1e-6)     # faint tails leave the box
+    assert float(w.sum()) == pytest.approx(float(dens.sum()), rel=1e-5)     # faint tails cross the box edge
     assert (w - dens).abs().max() > 1e-3
 
 

@@ -408,3 +408,16 @@ def test_the_scatter_marker_moves_without_leaving_a_trace(qtbot):
     x, y = canvas.axes.transData.transform([1.2, 0.8]) / canvas.device_pixel_ratio
     assert len(green) > 10
     assert np.abs(green[:, 1] - x).max() < 15 and np.abs(green[:, 0] - (image.height() - y)).max() < 15
+
+
+def test_config_form_reads_back_every_default(qtbot):
+    """A fresh form gives exactly TrainConfig's defaults: every default is one of its choices."""
+    from dataclasses import asdict
+
+    from flexview._napari._config_form import ConfigForm
+    from flexview.train import TrainConfig
+
+    form = ConfigForm()
+    values = form.values()
+    defaults = {k: v for k, v in asdict(TrainConfig()).items() if k in values}
+    assert values == defaults

@@ -27,15 +27,17 @@ HELP = {
     "latent_dim": "latent dimensions K",
     "hidden": "units per hidden layer of the flow generator",
     "layers": "layers of the flow generator",
-    "rigidity_weight": "weight λ of the rigidity penalty (paper: 2)",
+    "rigidity_weight": "weight λ of the rigidity penalty, per particle log-likelihood in nats",
     "rigidity_samples": "latent points per batch on which rigidity is evaluated",
     "latent_noise": "σ of the noise added to the latents during training (cryoSPARC: 0.15)",
     "prior_weight": "weight of the unit-Gaussian prior on the latents",
-    "latent_init": "initial latents: zeros, pca, or a .npy / .cs file",
-    "latent_inference": "latent update: coordinate or gradient descent",
-    "latent_steps": "sweeps (coordinate) or steps (gradient) per latent update",
+    "latent_init": "initial latents: linearised, zeros, pca, or a .npy / .cs file",
+    "latent_inference": "latent update: Gauss-Newton, coordinate or gradient descent",
+    "latent_steps": "Gauss-Newton steps, sweeps (coordinate) or steps (gradient) per latent update",
     "latent_step": "probe step of coordinate descent, in prior σ",
     "fixed_latent_epochs": "epochs with the latents held fixed (external initialisation)",
+    "latent_search": "global latent search at the end: grid points per axis (0: off)",
+    "search_at": "also search every latent globally at this fraction of the run; empty: never",
     "epochs": "passes over the particles",
     "batch_size": "particles per minibatch (≥ 500 on real data)",
     "lr_flow": "Adam learning rate of the flow generator",
@@ -54,9 +56,9 @@ HELP = {
 PATHS = {"particles": ("open", "Particles (*.star *.cs)"), "consensus_map": ("open", "Maps (*.mrc *.map)"),
          "mask": ("open", "Maps (*.mrc *.map)"), "mesh": ("open", "Meshes (*.npz)"),
          "project_dir": ("dir", "")}
-CHOICES = {"kernel": ["linear", "cubic"], "latent_inference": ["coordinate", "gradient"],
+CHOICES = {"kernel": ["linear", "cubic"], "latent_inference": ["gauss-newton", "coordinate", "gradient"],
            "halves": ["all", "A", "B"], "device": ["auto", "cpu", "cuda"]}
-EDITABLE_CHOICES = {"latent_init": ["zeros", "pca"]}
+EDITABLE_CHOICES = {"latent_init": ["linearised", "zeros", "pca"]}
 HIDDEN = {"versions"}
 REQUIRED = ("particles", "consensus_map")
 INPUTS = tuple(PATHS)
@@ -99,7 +101,7 @@ class ConfigForm:
         else:
             w = QLineEdit()
             if "None" in str(f.type):
-                w.setPlaceholderText("automatic")
+                w.setPlaceholderText("never" if name == "search_at" else "automatic")
         w.setToolTip(HELP.get(name, ""))
         return w
 
