@@ -157,13 +157,16 @@ def test_resume_refuses_changed_parameters(tiny_flex_dataset, make_tiny_config, 
         TrainingSession.start(make_tiny_config(tiny_flex_dataset), tmp_path / "run")
 
 
-def test_principal_axes_keep_every_deformation_and_order_axes(tiny_flex_dataset, make_tiny_config, tmp_path):
+@pytest.mark.parametrize("dim", [1, 2])
+def test_principal_axes_keep_every_deformation_and_order_axes(tiny_flex_dataset, make_tiny_config, tmp_path, dim):
     """Whitening + rotation of the latents is absorbed exactly by the flow's first layer; the new
     axes are uncorrelated with unit variance and ordered by deformation size."""
-    session = TrainingSession.start(make_tiny_config(tiny_flex_dataset, epochs=1), tmp_path / "run")
+    session = TrainingSession.start(make_tiny_config(tiny_flex_dataset, epochs=1, latent_dim=dim,
+                                                     latent_init="zeros"), tmp_path / "run")
     trainer = session.trainer
     g = torch.Generator().manual_seed(0)
-    trainer.latents = torch.randn(len(trainer.latents), 2, generator=g) @ torch.tensor([[2.0, 0.5], [0.0, 0.3]]) + 1.0
+    mix = torch.tensor([[2.0, 0.5], [0.0, 0.3]])[:dim, :dim]
+    trainer.latents = torch.randn(len(trainer.latents), dim, generator=g) @ mix + 1.0
     with torch.no_grad():
         trainer.model.flow.net[-1].weight.mul_(1000.0)               # displacements of a few Å
     before = trainer.model.voxel_positions(trainer.latents[:20]).detach()
@@ -172,5 +175,8 @@ def test_principal_axes_keep_every_deformation_and_order_axes(tiny_flex_dataset,
     moved = (before - trainer.model.canonical.masked_coords()).norm(dim=-1).max()
     assert moved > 0.5 and torch.allclose(before, after, atol=1e-3)
     z = trainer.latents[trainer.train_rows].double()
-    np.testing.assert_allclose(torch.cov(z.T).numpy(), np.eye(2), atol=1e-6)
-    assert sv[0] >= sv[1] >= 0
+    np.testing.assert_allclose(torch.cov(z.T).numpy().reshape(dim, dim), np.eye(dim), atol=1e-6)
+    assert len(sv) == dim and np.all(np.diff(sv) <= 0) and sv.min() >= 0
+    once = trainer.latents.clone()
+    trainer.principal_axes()                                          # already principal: no change
+    assert torch.allclose(trainer.latents, once, atol=1e-4)

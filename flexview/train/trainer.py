@@ -282,7 +282,9 @@ class Trainer:
         weight = model.canonical.masked_values().clamp_min(0).sqrt()
         d = (disp * weight[:, None]).reshape(len(rows), -1).double().cpu()
         coef = torch.linalg.lstsq(zw - zw.mean(0), d - d.mean(0)).solution          # (K, 3P)
-        _, sv, vt = torch.linalg.svd(coef.T, full_matrices=False)
+        u, sv, vt = torch.linalg.svd(coef.T, full_matrices=False)
+        peak = u.abs().argmax(dim=0)                  # fix each axis's sign: its largest move is +
+        vt = vt * torch.sign(u[peak, torch.arange(u.shape[1])])[:, None]
         transform = whiten @ vt.T                                         # z_new = (z − μ) @ transform
         back = torch.linalg.inv(transform)                                # z = z_new @ back + μ
         first = model.flow.net[0]
