@@ -80,9 +80,9 @@ def flow_vectors(mesh: TetMesh, displacement: np.ndarray, scale: float = 1.0,
     Vertices that move less than ``min_length_A`` are left out (pinned, empty corners).
     """
     start = physical_to_world(mesh.vertices, mesh.box, mesh.pixel_size)
-    move = np.asarray(displacement, dtype=np.float64)[:, ::-1] * scale
+    move = np.asarray(displacement, dtype=np.float64)[:, ::-1]
     keep = np.linalg.norm(move, axis=1) >= min_length_A
-    return np.stack([start[keep], move[keep]], axis=1)
+    return np.stack([start[keep], move[keep] * scale], axis=1)
 
 
 def boundary_faces(cells: np.ndarray) -> np.ndarray:
