@@ -143,9 +143,7 @@ class Trainer:
                                  prior_weight=self.cfg.prior_weight, max_move=self.cfg.latent_step * 4)
             return z
 
-        def objective(zz):
-            return self.data_term(zz, batch, radius_px) + self.cfg.prior_weight * latent_prior(zz)
-
+        objective = self.objective(batch, radius_px)
         if method == "gradient":
             return gradient_descent(objective, z, steps=self.cfg.latent_steps, step=self.cfg.latent_step)
         return coordinate_descent(objective, z, step=self.cfg.latent_step, sweeps=self.cfg.latent_steps)
