@@ -209,7 +209,8 @@ def main() -> None:
     ap.add_argument("--box", type=int, default=128, help="particle (reconstruction) box")
     ap.add_argument("--train-box", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--train-set", default='{"lr_flow": 0.01}', help="other TrainConfig fields (JSON)")
+    ap.add_argument("--train-set", default='{"lr_flow": 0.01, "batch_size": 100, "cells_across": 10}',
+                    help="other TrainConfig fields (JSON)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--modes", default="single,split",
                     help="single, split (gold standard) and/or oracle (flow fitted to the true motion)")

@@ -153,3 +153,20 @@ def test_split_halves_train_and_reconstruct_end_to_end(tiny_flex_dataset, tmp_pa
         rows = list(csv.DictReader(fh))
     assert len(rows) == 40 and {r["half"] for r in rows} == {"A", "B"}
     assert not (out / "noflex_half_A.mrc").exists() and (out / "half_B.mrc").is_file()
+
+
+def test_reconstruction_solves_the_map_in_the_median_conformation(tiny_flex_run):
+    from flexview.recon.pipeline import ReconOptions, _gauge
+
+    run = flexview.load_run(tiny_flex_run)
+    with torch.no_grad():
+        run.model.flow.net[-1].weight.normal_(0.0, 3.0, generator=torch.Generator().manual_seed(0))
+    mesh, flow, shift = _gauge(run, ReconOptions())
+    each = np.stack([run.displacement(z) for z in run.latents])            # one particle at a time
+    np.testing.assert_allclose(shift, np.median(each, axis=0), atol=1e-5)
+    assert np.abs(shift).max() > 0.05
+    with torch.no_grad():
+        moved = mesh.vertices[None] + flow(torch.as_tensor(run.latents)).double().numpy()
+    np.testing.assert_allclose(moved, run.mesh.vertices[None] + each, atol=1e-4)   # same deformed vertices
+    kept_mesh, kept_flow, none = _gauge(run, ReconOptions(recentre=False))
+    assert kept_mesh is run.mesh and kept_flow is run.model.flow and not none.any()

@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--box", default="full", help="reconstruction box: full (default) or a size in pixels")
     p.add_argument("--no-noflex", dest="noflex", action="store_false",
                    help="skip the rigid (noflex) baseline half maps")
+    p.add_argument("--no-recentre", dest="recentre", action="store_false",
+                   help="keep the canonical conformation training left the map in, instead of the "
+                        "particles' median conformation")
     p.add_argument("--symmetry", help="symmetrise the half maps, e.g. C4 or D7 (axis z)")
     p.add_argument("--bfactor", type=float,
                    help="B-factor (Å²) applied to map_sharp.mrc, negative sharpens (default: Guinier fit)")
@@ -48,8 +51,8 @@ def run(args) -> int:
     from flexview.recon.pipeline import ReconOptions, reconstruct_run
 
     opts = ReconOptions(iters=args.iters, box=parse_box(args.box), mask=args.mask, labels=args.labels,
-                        noflex=args.noflex, symmetry=args.symmetry, bfactor=args.bfactor,
-                        tikhonov=args.tikhonov, ctf_pad=args.ctf_pad, chunk=args.chunk,
+                        noflex=args.noflex, recentre=args.recentre, symmetry=args.symmetry,
+                        bfactor=args.bfactor, tikhonov=args.tikhonov, ctf_pad=args.ctf_pad, chunk=args.chunk,
                         device=args.device, project_dir=args.project_dir)
     summary = reconstruct_run(args.run, args.particles, args.out, opts, log=print)
     res = summary["resolution_A"]

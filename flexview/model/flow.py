@@ -16,7 +16,9 @@ class FlowGenerator(nn.Module):
 
     ``layers`` hidden layers of ``hidden`` units, each ``Linear`` + ReLU, then a final ``Linear``
     without bias to ``3 · n_vertices`` outputs (GUIDE §4: 6 × 64 by default). Outputs are
-    displacements (x, y, z) in Å; pinned vertices are forced to zero.
+    displacements (x, y, z) in Å; pinned vertices are forced to zero. The buffer ``offset``
+    (V, 3) Å, zero unless the flow was re-referenced (:func:`flexview.model.gauge.recentre`), is
+    added to every output.
 
     Parameters
     ----------
@@ -47,6 +49,12 @@ class FlowGenerator(nn.Module):
         self.reset_parameters()
         free = torch.ones(self.n_vertices, 1) if pinned is None else (~pinned).float()[:, None]
         self.register_buffer("free", free)
+        self.register_buffer("offset", torch.zeros(self.n_vertices, 3))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # flow.pt files written before ``offset`` existed carry none: it is zero for them
+        state_dict.setdefault(prefix + "offset", torch.zeros(self.n_vertices, 3))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def reset_parameters(self, output_std_A: float = 1e-3) -> None:
@@ -71,7 +79,7 @@ class FlowGenerator(nn.Module):
 
     def forward(self, z: Float[Tensor, "batch latent"]) -> Float[Tensor, "batch vertices 3"]:
         """Vertex displacements in Å, (B, V, 3)."""
-        out = self.net(z).reshape(z.shape[0], self.n_vertices, 3)
+        out = self.net(z).reshape(z.shape[0], self.n_vertices, 3) + self.offset
         return out * self.free
 
 

@@ -19,6 +19,7 @@ from flexview.errors import FlexviewInputError
 from flexview.io._atomic import write_text_atomic
 from flexview.io.mrc import read_map, write_map
 from flexview.io.particles import ParticleSet, read_particles
+from flexview.model.gauge import median_deformation, recentre
 from flexview.recon.goldstandard import (
     HALVES,
     RunLayout,
@@ -57,7 +58,8 @@ class ReconOptions:
     ‖V‖² relative to the mean radial Hessian profile (0: none). ``chunk``: particles per chunk
     (None: 32 on CPU, 128 on CUDA). ``ctf_pad``: CTF applied on a grid this many times the box.
     ``kernel``: scatter kernel (None: the run's). ``bfactor``: applied B-factor in Å² (negative
-    sharpens; None: from a Guinier fit).
+    sharpens; None: from a Guinier fit). ``recentre``: solve the map in the particles' median
+    conformation (:mod:`flexview.model.gauge`) instead of the one training left it in.
     """
 
     iters: int = 20
@@ -72,6 +74,7 @@ class ReconOptions:
     chunk: int | None = None
     ctf_pad: int = 2
     kernel: str | None = None
+    recentre: bool = True
     device: str = "auto"
     noise_particles: int = 500
     probe_particles: int = 200
@@ -114,7 +117,8 @@ def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.
     """
     stream = ParticleStream(particles, rows, support.shape[0], run.latents)
     kernel = opts.kernel or run.config.kernel
-    model = full_box_model(run.mesh, run.model.flow, support, stream.pixel_size, kernel=kernel,
+    mesh, flow, shift = _gauge(run, opts, log)
+    model = full_box_model(mesh, flow, support, stream.pixel_size, kernel=kernel,
                            ctf_pad=opts.ctf_pad).to(device)
     chunk = opts.chunk or (128 if device.type == "cuda" else 32)
     t0 = time.perf_counter()
@@ -126,6 +130,8 @@ def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.
     tau = opts.tikhonov * float(profile[1:stream.box // 2 + 1].mean())
     precondition = fourier_preconditioner(probe, profile + 2.0 * tau)
     stats = {"particles": len(stream), "mask_voxels": int(support.sum()), "tikhonov_abs": tau,
+             "recentre_shift_A": {"rms": float(np.sqrt((shift ** 2).sum(1).mean())),
+                                  "max": float(np.sqrt((shift ** 2).sum(1)).max(initial=0.0))},
              "setup_seconds": time.perf_counter() - t0,
              "noise_power": power.cpu().numpy(), "hessian_profile": profile.cpu().numpy()}
     out = {"flex": None, "noflex": None, "stats": stats}
@@ -147,6 +153,23 @@ def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.
                        "seconds": problem.pass_seconds,
                        "seconds_per_pass_per_1000": problem.seconds_per_pass / len(stream) * 1000}
     return out
+
+
+def _gauge(run, opts: ReconOptions, log: Callable[[str], None] = lambda s: None):
+    """The run's mesh and flow, re-referenced to the median conformation of its particles when
+    ``opts.recentre``; also the vertex shift (V, 3) Å applied (zeros when not)."""
+    shift = np.zeros((run.mesh.n_vertices, 3))
+    if not opts.recentre:
+        return run.mesh, run.model.flow, shift
+    shift = median_deformation(run.model.flow, run.latents, seed=opts.seed)
+    try:
+        mesh, flow = recentre(run.mesh, run.model.flow, shift)
+    except ValueError as exc:
+        log(f"  keeping the trained conformation: {exc}")
+        return run.mesh, run.model.flow, np.zeros_like(shift)
+    log(f"  map solved in the median conformation: vertices moved by up to "
+        f"{np.sqrt((shift ** 2).sum(1)).max(initial=0.0):.2f} Å")
+    return mesh, flow, shift
 
 
 def _load_runs(layout: RunLayout) -> dict:

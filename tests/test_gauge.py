@@ -1,0 +1,112 @@
+"""Re-referencing a trained flow to the particles' median conformation (flexview.model.gauge)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flexview.model import FlowGenerator, build_regular_mesh, locate, voxel_coords
+from flexview.model.gauge import median_deformation, recentre
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    r = voxel_coords(16, 2.0, dtype=torch.float64).numpy()
+    density = np.exp(-(r**2).sum(-1) / (2 * 6.0**2))
+    return build_regular_mesh(density, 2.0, cells_across=5, dilate_A=2.0)
+
+
+def visible_flow(mesh, seed=0, scale=0.5) -> FlowGenerator:
+    torch.manual_seed(seed)
+    flow = FlowGenerator.for_mesh(mesh, 2, hidden=16, layers=3)
+    flow.reset_parameters(output_std_A=scale)
+    return flow
+
+
+def deformed(mesh, flow, points, z):
+    """Where the model sends ``points`` (canonical positions, Å) at each latent of ``z``: a loop."""
+    cell, bary = locate(mesh, points)
+    assert (cell >= 0).all()
+    with torch.no_grad():
+        disp = flow(torch.as_tensor(z, dtype=torch.float32)).double().numpy()     # (B, V, 3)
+    out = np.empty((len(z),) + points.shape)
+    for b in range(len(z)):
+        for p in range(len(points)):
+            out[b, p] = points[p] + bary[p] @ disp[b, mesh.cells[cell[p]]]
+    return out
+
+
+def test_median_deformation_matches_a_loop(mesh):
+    flow = visible_flow(mesh)
+    z = np.random.default_rng(1).normal(size=(40, 2)).astype(np.float32)   # even: mid-point median
+    with torch.no_grad():
+        each = np.stack([flow(torch.as_tensor(z[i:i + 1]))[0].double().numpy() for i in range(len(z))])
+    expected = np.median(each, axis=0)
+    got = median_deformation(flow, z, chunk=7)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_median_of_a_translation_is_the_translation_at_the_median_latent(mesh):
+    """Closed form: a flow u(z) = t·z₁ has median t·median(z₁) at every free vertex."""
+    flow = FlowGenerator.for_mesh(mesh, 1, hidden=4, layers=1)
+    with torch.no_grad():
+        flow.net[0].weight.fill_(1.0)
+        flow.net[0].bias.fill_(0.0)
+        t = torch.tensor([0.5, -1.0, 2.0])
+        flow.net[-1].weight.copy_(t.repeat(mesh.n_vertices)[:, None].repeat(1, 4) / 4)
+    z = np.abs(np.random.default_rng(2).normal(size=(101, 1))).astype(np.float32)   # ReLU passes z ≥ 0
+    got = median_deformation(flow, z)
+    np.testing.assert_allclose(got, np.outer(np.ones(mesh.n_vertices), t.numpy()) * np.median(z), rtol=1e-5)
+
+
+def test_recentred_model_deforms_every_point_to_the_same_place(mesh):
+    flow = visible_flow(mesh, scale=0.3)
+    z = np.random.default_rng(3).normal(size=(200, 2)).astype(np.float32)
+    shift = median_deformation(flow, z)
+    assert np.sqrt((shift ** 2).sum(1)).max() > 0.1                # a real move, not a no-op
+    moved, new_flow = recentre(mesh, flow, shift)
+    rng = np.random.default_rng(4)
+    centroids = mesh.vertices[mesh.cells].mean(axis=1)
+    points = centroids[rng.choice(mesh.n_cells, 30, replace=False)] + rng.normal(0, 0.3, (30, 3))
+    cell, bary = locate(mesh, points)
+    points = points[cell >= 0]
+    cell, bary = cell[cell >= 0], bary[cell >= 0]
+    images = np.stack([bary[p] @ shift[mesh.cells[cell[p]]] for p in range(len(points))]) + points
+    zt = z[:5]
+    np.testing.assert_allclose(deformed(moved, new_flow, images, zt), deformed(mesh, flow, points, zt),
+                               atol=1e-4)
+    # the median particle is now (close to) undeformed, and the input flow is untouched
+    assert np.abs(median_deformation(new_flow, z)).max() < 1e-4
+    assert np.abs(flow.offset.numpy()).max() == 0.0
+    assert moved.grid_origin is None and mesh.grid_origin is not None
+
+
+def test_pinned_vertices_stay_and_folding_shifts_are_refused(mesh):
+    pinned = np.zeros(mesh.n_vertices, bool)
+    pinned[:5] = True
+    from dataclasses import replace
+    pinned_mesh = replace(mesh, pinned=pinned)
+    flow = FlowGenerator.for_mesh(pinned_mesh, 2, hidden=8, layers=2)
+    shift = np.ones((mesh.n_vertices, 3))
+    moved, new_flow = recentre(pinned_mesh, flow, shift)
+    np.testing.assert_array_equal(moved.vertices[:5], mesh.vertices[:5])
+    np.testing.assert_allclose(moved.vertices[5:], mesh.vertices[5:] + 1.0)
+    with torch.no_grad():
+        assert new_flow(torch.zeros(1, 2))[0, :5].abs().max() == 0
+    fold = np.zeros((mesh.n_vertices, 3))
+    a, b = mesh.cells[0, :2]
+    fold[a] = mesh.vertices[b] - mesh.vertices[a]          # vertex a onto vertex b: zero volume
+    with pytest.raises(ValueError, match="invert"):
+        recentre(mesh, flow, fold)
+
+
+def test_flow_files_without_an_offset_still_load(mesh):
+    flow = visible_flow(mesh)
+    state = {k: v for k, v in flow.state_dict().items() if k != "offset"}
+    fresh = FlowGenerator.for_mesh(mesh, 2, hidden=16, layers=3)
+    fresh.offset += 1.0
+    fresh.load_state_dict(state)
+    assert fresh.offset.abs().max() == 0
+    z = torch.randn(3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(z), flow(z))
