@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
 from flexview._napari._qt import PathPicker
 from flexview.errors import FlexviewInputError
+from flexview.train.config import CHOICES as CONFIG_CHOICES
 from flexview.train.config import TrainConfig
 
 HELP = {
@@ -38,6 +39,7 @@ HELP = {
     "fixed_latent_epochs": "epochs with the latents held fixed (external initialisation)",
     "latent_search": "global latent search at the end: grid points per axis (0: off)",
     "search_at": "also search every latent globally at this fraction of the run; empty: never",
+    "latent_estimate": "final latents: the posterior mean (best prediction of the conformation) or its mode",
     "epochs": "passes over the particles",
     "batch_size": "particles per minibatch (≥ 500 on real data)",
     "lr_flow": "Adam learning rate of the flow generator",
@@ -56,8 +58,7 @@ HELP = {
 PATHS = {"particles": ("open", "Particles (*.star *.cs)"), "consensus_map": ("open", "Maps (*.mrc *.map)"),
          "mask": ("open", "Maps (*.mrc *.map)"), "mesh": ("open", "Meshes (*.npz)"),
          "project_dir": ("dir", "")}
-CHOICES = {"kernel": ["linear", "cubic"], "latent_inference": ["gauss-newton", "coordinate", "gradient"],
-           "halves": ["all", "A", "B"], "device": ["auto", "cpu", "cuda"]}
+CHOICES = {**{name: list(values) for name, values in CONFIG_CHOICES.items()}, "device": ["auto", "cpu", "cuda"]}
 EDITABLE_CHOICES = {"latent_init": ["linearised", "zeros", "pca"]}
 HIDDEN = {"versions"}
 REQUIRED = ("particles", "consensus_map")

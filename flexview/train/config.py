@@ -9,6 +9,10 @@ from flexview.errors import FlexviewInputError
 from flexview.io._atomic import write_text_atomic
 
 
+CHOICES = {"kernel": ("linear", "cubic"), "latent_inference": ("gauss-newton", "coordinate", "gradient"),
+           "latent_estimate": ("mean", "map"), "halves": ("all", "A", "B")}
+
+
 @dataclass
 class TrainConfig:
     """Every parameter of a training run (defaults follow the 3DFlex paper / cryoSPARC).
@@ -46,6 +50,7 @@ class TrainConfig:
     fixed_latent_epochs: int = 1       # first epochs with latents fixed (not with zeros init)
     latent_search: int = 7             # global search grid, points per axis (0: local steps only)
     search_at: float | None = None     # fraction of the run at which all latents are searched again
+    latent_estimate: str = "mean"      # final latents: posterior mean | map (the mode)
     # optimisation
     epochs: int = 20
     batch_size: int = 500
@@ -63,6 +68,12 @@ class TrainConfig:
     checkpoint_every: int = 50         # iterations between checkpoints
     log_every: int = 1
     versions: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise FlexviewInputError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}",
+                                         field=name)
 
     def to_json(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")

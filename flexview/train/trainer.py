@@ -21,7 +21,7 @@ from flexview.model.rigidity import latent_prior
 from flexview.train.config import TrainConfig
 from flexview.train.data import Batch, TrainingData
 from flexview.train.latents import (coordinate_descent, gauss_newton, gradient_descent, grid_search,
-                                    search_points)
+                                    laplace_factor, posterior_mean, search_points)
 from flexview.train.schedule import Schedule
 
 
@@ -298,10 +298,24 @@ class Trainer:
         while self.iteration < self.total_iters:
             yield self.step()
 
+    @torch.no_grad()
+    def posterior_latents(self, batch: Batch, z: Tensor, radius_px: float, points: int = 7) -> Tensor:
+        """Posterior mean of each latent of ``batch`` (:func:`posterior_mean`), by quadrature over
+        ±2.5 standard deviations of the Laplace approximation at ``z`` (the modes)."""
+        n = len(batch.rows)
+
+        def render(zz):
+            return self.model_spectra(zz, batch).reshape(n, -1)
+
+        factor = laplace_factor(render, self.sample_weight(radius_px).reshape(-1), z,
+                                prior_weight=self.cfg.prior_weight)
+        return posterior_mean(self.objective(batch, radius_px), z, factor, points=points, seed=self.cfg.seed)
+
     def embed(self, rows: np.ndarray, *, band_A: float | None = None, chunk: int = 500, sweeps: int = 2) -> None:
         """Infer the latents of ``rows`` with the model fixed (band limit ``band_A``, default the
         final one): a global search (:meth:`search_latents`) when ``config.latent_search`` > 0,
-        otherwise ``sweeps`` local sweeps from the current latents."""
+        otherwise ``sweeps`` local sweeps from the current latents; then, with
+        ``config.latent_estimate == "mean"``, the posterior mean around that mode."""
         band = band_A or self.schedule.band_end_A
         radius = self.band_radius_px(band)
         self.model.canonical.set_band_limit(resolution_A=band)
@@ -314,6 +328,8 @@ class Trainer:
             else:
                 for _ in range(sweeps):
                     z = self.infer_latents(batch, z, radius)
+            if self.cfg.latent_estimate == "mean":
+                z = self.posterior_latents(batch, z, radius)
             self.latents[sel] = z.cpu()
 
     # ---------------------------------------------------------------- state
