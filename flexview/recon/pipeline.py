@@ -110,14 +110,17 @@ def _support(runs: dict, box: int, pixel_size: float, user_mask: np.ndarray | No
 
 def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.ndarray,
                      opts: ReconOptions, device: torch.device,
-                     log: Callable[[str], None] = lambda s: None) -> dict:
+                     log: Callable[[str], None] = lambda s: None, gauge: tuple | None = None) -> dict:
     """Flexible (and rigid) half map of the particles ``rows`` with ``run``'s frozen model.
+
+    ``gauge``: ``(mesh, flow, shift)`` of :func:`_gauge` when the caller already has it (one run
+    serves both halves); otherwise it is computed here.
 
     Returns ``{"flex": volume, "noflex": volume or None, "stats": {...}}``.
     """
     stream = ParticleStream(particles, rows, support.shape[0], run.latents)
     kernel = opts.kernel or run.config.kernel
-    mesh, flow, shift = _gauge(run, opts, log)
+    mesh, flow, shift = gauge or _gauge(run, opts, log)
     model = full_box_model(mesh, flow, support, stream.pixel_size, kernel=kernel,
                            ctf_pad=opts.ctf_pad).to(device)
     chunk = opts.chunk or (128 if device.type == "cuda" else 32)
@@ -228,12 +231,13 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
     pixel_size = particles.pixel_size * particles.box / box
     fsc_mask = _map_at(opts.mask, box, pixel_size).clip(0.0, 1.0) if opts.mask else None
     support = _support(runs, box, pixel_size, fsc_mask)
+    gauges = {key: _gauge(run, opts, log) for key, run in {id(r): r for r in runs.values()}.items()}
     maps, stats = {}, {}
     for half in HALVES:
         log(f"half {half}: {int((particles.half_set == HALVES[half]).sum())} particles at box {box} "
             f"({pixel_size:.3f} Å/px), model {layout.runs[half]}")
         res = reconstruct_half(runs[half], particles, half_rows(particles.half_set, half), support,
-                               opts, device, log)
+                               opts, device, log, gauge=gauges[id(runs[half])])
         maps[half], stats[half] = res, res["stats"]
     for key in ("flex", "noflex"):
         for half in HALVES:

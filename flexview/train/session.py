@@ -161,11 +161,8 @@ def _check_box(cfg: TrainConfig, particles: ParticleSet) -> None:
 def _train_rows(cfg: TrainConfig, particles: ParticleSet) -> np.ndarray:
     if cfg.halves == "all":
         return np.arange(len(particles))
-    half = {"A": 0, "B": 1}.get(cfg.halves)
-    if half is None:
-        raise FlexviewInputError(f"halves must be all, A or B, not {cfg.halves!r}", field="halves")
-    particles.require("half_sets")
-    return np.nonzero(particles.half_set == half)[0]
+    particles.require("half_sets")                   # TrainConfig has checked halves ∈ {all, A, B}
+    return np.nonzero(particles.half_set == {"A": 0, "B": 1}[cfg.halves])[0]
 
 
 def _resume_config(overrides: dict, folder: RunFolder) -> TrainConfig:

@@ -128,18 +128,18 @@ class Trainer:
         """Negative log-likelihood of each particle of ``batch`` under the model at ``z``, (B,)."""
         return data_loss(self.model_spectra(z, batch), batch.spectra, noise_weight=self.noise_band(radius_px))
 
+    def _renderer(self, batch: Batch):
+        """``render(z) -> (B, F)``: the batch's model spectra, flattened, for the latent solvers."""
+        return lambda z: self.model_spectra(z, batch).reshape(len(batch.rows), -1)
+
     def infer_latents(self, batch: Batch, z: Tensor, radius_px: float) -> Tensor:
         """Improve the latents of ``batch`` with the model fixed."""
         method = self.cfg.latent_inference
         if method == "gauss-newton":
             weight = self.sample_weight(radius_px).reshape(-1)
-            n = len(batch.rows)
-
-            def render(zz):
-                return self.model_spectra(zz, batch).reshape(n, -1)
-
+            render = self._renderer(batch)
             for _ in range(self.cfg.latent_steps):
-                z = gauss_newton(render, batch.spectra.reshape(n, -1), weight, z,
+                z = gauss_newton(render, batch.spectra.reshape(len(batch.rows), -1), weight, z,
                                  prior_weight=self.cfg.prior_weight, max_move=self.cfg.latent_step * 4)
             return z
 
@@ -302,12 +302,7 @@ class Trainer:
     def posterior_latents(self, batch: Batch, z: Tensor, radius_px: float, points: int = 7) -> Tensor:
         """Posterior mean of each latent of ``batch`` (:func:`posterior_mean`), by quadrature over
         ±2.5 standard deviations of the Laplace approximation at ``z`` (the modes)."""
-        n = len(batch.rows)
-
-        def render(zz):
-            return self.model_spectra(zz, batch).reshape(n, -1)
-
-        factor = laplace_factor(render, self.sample_weight(radius_px).reshape(-1), z,
+        factor = laplace_factor(self._renderer(batch), self.sample_weight(radius_px).reshape(-1), z,
                                 prior_weight=self.cfg.prior_weight)
         return posterior_mean(self.objective(batch, radius_px), z, factor, points=points, seed=self.cfg.seed)
 
