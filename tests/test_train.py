@@ -147,6 +147,19 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(tiny_flex_datase
     assert [r["iteration"] for r in log] == list(range(full.trainer.total_iters))
 
 
+def test_optimisers_follow_the_learning_rate_schedule(tiny_flex_dataset, make_tiny_config, tmp_path):
+    session = TrainingSession.start(make_tiny_config(tiny_flex_dataset, epochs=2, lr_final=0.2), tmp_path / "run")
+    trainer = session.trainer
+    records = session.run()
+    assert records[-1].lr_scale == pytest.approx(0.2) and records[0].lr_scale == 1.0
+    for opt, name, lr in ((trainer.opt_flow, "flow", trainer.cfg.lr_flow), (trainer.opt_map, "map", None)):
+        start = trainer.initial_lr[name]
+        assert lr is None or start == lr
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * start)
+    logged = [r["lr_scale"] for r in read_log(RunFolder(tmp_path / "run").log)]
+    assert logged == pytest.approx([r.lr_scale for r in records]) and min(logged) < 1.0
+
+
 def test_resume_refuses_changed_parameters(tiny_flex_dataset, make_tiny_config, tmp_path):
     from flexview.errors import FlexviewInputError
 

@@ -1,4 +1,6 @@
 """Block coordinate descent and frequency marching schedules."""
+import math
+
 import pytest
 
 from flexview.cli import join_negative_values
@@ -19,6 +21,26 @@ def test_band_limit_rises_linearly_in_frequency_then_holds():
     assert s.band_limit_A(99) == pytest.approx(5.0)
     values = [s.band_limit_A(i) for i in range(100)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_cosine_learning_rate_holds_while_marching_then_falls_to_the_final_scale():
+    s = Schedule(100, 1, 1, band_start_A=20.0, band_end_A=5.0, march_fraction=0.5,
+                 lr_schedule="cosine", lr_final=0.1)
+    assert s.band_limit_A(50) == pytest.approx(5.0)       # marching ends at iteration 50
+    assert [s.lr_scale(i) for i in (0, 25, 50)] == [1.0, 1.0, 1.0]
+    for it in (60, 75, 90):             # closed form: half cosine from 1 at it = 50 to 0.1 at the last, 99
+        t = (it - 50) / 49
+        assert s.lr_scale(it) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * t)) / 2)
+    assert s.lr_scale(99) == pytest.approx(0.1)
+    values = [s.lr_scale(i) for i in range(100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    constant = Schedule(100, 1, 1, 20.0, 5.0, 0.5, lr_schedule="constant", lr_final=0.1)
+    assert {constant.lr_scale(i) for i in range(100)} == {1.0}
+
+
+def test_unknown_learning_rate_schedule_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(particles="p.star", consensus_map="m.mrc", lr_schedule="linear")
 
 
 def test_config_json_round_trip(tmp_path):

@@ -44,6 +44,8 @@ HELP = {
     "batch_size": "particles per minibatch (≥ 500 on real data)",
     "lr_flow": "Adam learning rate of the flow generator",
     "lr_map": "Adam learning rate of the canonical map, relative to its initial std",
+    "lr_schedule": "learning rates after marching: cosine (fall to lr final) or constant",
+    "lr_final": "final learning-rate scale of the cosine schedule",
     "flow_iters": "block coordinate descent: iterations on latents + flow ...",
     "map_iters": "... then iterations on the canonical map",
     "band_start_A": "frequency marching: first band limit in Å; empty: 4 × Nyquist",

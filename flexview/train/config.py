@@ -10,7 +10,7 @@ from flexview.io._atomic import write_text_atomic
 
 
 CHOICES = {"kernel": ("linear", "cubic"), "latent_inference": ("gauss-newton", "coordinate", "gradient"),
-           "latent_estimate": ("mean", "map"), "halves": ("all", "A", "B")}
+           "latent_estimate": ("mean", "map"), "lr_schedule": ("cosine", "constant"), "halves": ("all", "A", "B")}
 
 
 @dataclass
@@ -56,6 +56,8 @@ class TrainConfig:
     batch_size: int = 500
     lr_flow: float = 1e-3
     lr_map: float = 1e-2               # relative to the std of the initial canonical map
+    lr_schedule: str = "cosine"        # cosine: after marching both rates fall to lr_final × start | constant
+    lr_final: float = 0.05
     flow_iters: int = 4                # block coordinate descent: iterations on latents + flow ...
     map_iters: int = 1                 # ... then iterations on the canonical map
     band_start_A: float | None = None  # frequency marching: first band limit (None: 4 × Nyquist length)

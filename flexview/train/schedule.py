@@ -1,12 +1,13 @@
-"""Schedules of a training run: block coordinate descent and frequency marching."""
+"""Schedules of a training run: block coordinate descent, frequency marching, learning rates."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Which block an iteration updates and the band limit it uses.
+    """Which block an iteration updates, the band limit it uses and its learning-rate scale.
 
     Parameters
     ----------
@@ -19,6 +20,11 @@ class Schedule:
         Band limit (resolution, Å) at the first iteration and once marching is over.
     march_fraction : float
         Fraction of ``total_iters`` over which the band limit rises (linearly in frequency).
+    lr_schedule : str
+        ``"constant"``, or ``"cosine"``: once marching is over, both learning rates fall along a
+        half cosine to ``lr_final`` times their initial value at the last iteration.
+    lr_final : float
+        Final learning-rate scale of the ``"cosine"`` schedule.
     """
 
     total_iters: int
@@ -27,6 +33,8 @@ class Schedule:
     band_start_A: float
     band_end_A: float
     march_fraction: float = 0.7
+    lr_schedule: str = "constant"
+    lr_final: float = 1.0
 
     def block(self, it: int) -> str:
         """``"flow"`` or ``"map"`` for iteration ``it`` (0-based)."""
@@ -43,3 +51,13 @@ class Schedule:
         t = min(1.0, it / span)
         f = (1 - t) / self.band_start_A + t / self.band_end_A
         return 1.0 / f
+
+    def lr_scale(self, it: int) -> float:
+        """Factor on both initial learning rates at iteration ``it``: 1 while the band limit rises,
+        then (``"cosine"``) ``lr_final + (1 − lr_final) · (1 + cos πt) / 2`` with t going from 0
+        at the end of marching to 1 at the last iteration."""
+        start = self.march_fraction * self.total_iters
+        if self.lr_schedule == "constant" or it <= start:
+            return 1.0
+        t = min(1.0, (it - start) / (self.total_iters - 1 - start))   # it > start, so > 0
+        return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))

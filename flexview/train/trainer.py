@@ -38,6 +38,7 @@ class Progress:
     rigidity: float
     prior: float
     seconds: float
+    lr_scale: float = 1.0
 
     def row(self) -> dict:
         return dict(self.__dict__)
@@ -68,6 +69,7 @@ class Trainer:
         self.opt_flow = torch.optim.Adam(model.flow.parameters(), lr=config.lr_flow)
         v_scale = float(model.canonical.volume.detach().std()) or 1.0
         self.opt_map = torch.optim.Adam([model.canonical.volume], lr=config.lr_map * v_scale)
+        self.initial_lr = {"flow": config.lr_flow, "map": config.lr_map * v_scale}
         self.schedule = self._make_schedule()
         self.messages: list[str] = []
 
@@ -85,7 +87,7 @@ class Trainer:
         end = self.cfg.band_end_A or nyquist
         start = self.cfg.band_start_A or max(4.0 * nyquist, end)
         return Schedule(self.total_iters, self.cfg.flow_iters, self.cfg.map_iters, start, end,
-                        self.cfg.march_fraction)
+                        self.cfg.march_fraction, self.cfg.lr_schedule, self.cfg.lr_final)
 
     @property
     def search_iteration(self) -> int | None:
@@ -191,11 +193,20 @@ class Trainer:
         if block == "flow" and epoch >= fixed:
             z = self.infer_latents(batch, z, radius)
             self.latents[rows] = z.cpu()
+        lr_scale = self.set_learning_rates(it)
         losses = self._update(block, batch, z, radius)
         self.iteration += 1
         if self.iteration % self.iters_per_epoch == 0 and epoch >= fixed:
             self.standardise_latents()
-        return Progress(it, self.total_iters, epoch, block, band, *losses, time.perf_counter() - t0)
+        return Progress(it, self.total_iters, epoch, block, band, *losses, time.perf_counter() - t0, lr_scale)
+
+    def set_learning_rates(self, it: int) -> float:
+        """Set both optimisers' learning rates for iteration ``it`` from the schedule; returns the scale."""
+        scale = self.schedule.lr_scale(it)
+        for opt, name in ((self.opt_flow, "flow"), (self.opt_map, "map")):
+            for group in opt.param_groups:
+                group["lr"] = self.initial_lr[name] * scale
+        return scale
 
     def _update(self, block: str, batch: Batch, z: Tensor, radius: float) -> tuple[float, float, float]:
         """One Adam step on the flow (``block == "flow"``) or on the canonical map."""
@@ -339,6 +350,7 @@ class Trainer:
             "latents": self.latents.clone(),
             "noise_weight": self.noise_weight.cpu(),
             "generator": self.generator.get_state(),
+            "initial_lr": dict(self.initial_lr),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -348,6 +360,9 @@ class Trainer:
         self.model.canonical.load_state_dict(state["canonical"])
         self.opt_flow.load_state_dict(state["opt_flow"])
         self.opt_map.load_state_dict(state["opt_map"])
+        # checkpoints from before learning-rate schedules ran at a constant rate: the saved one
+        self.initial_lr = dict(state.get("initial_lr") or {"flow": self.opt_flow.param_groups[0]["lr"],
+                                                          "map": self.opt_map.param_groups[0]["lr"]})
         self.latents = state["latents"].clone()
         self.noise_weight = state["noise_weight"].to(self.device)
         self.generator.set_state(state["generator"])
