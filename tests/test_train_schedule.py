@@ -38,9 +38,11 @@ def test_cosine_learning_rate_holds_while_marching_then_falls_to_the_final_scale
     assert {constant.lr_scale(i) for i in range(100)} == {1.0}
 
 
-def test_unknown_learning_rate_schedule_is_refused():
-    with pytest.raises(ValueError, match="lr_schedule"):
-        TrainConfig(particles="p.star", consensus_map="m.mrc", lr_schedule="linear")
+@pytest.mark.parametrize("change, field", [({"lr_schedule": "linear"}, "lr_schedule"),
+                                           ({"lr_final": 0.0}, "lr_final"), ({"lr_final": 1.5}, "lr_final")])
+def test_bad_learning_rate_schedule_is_refused(change, field):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(particles="p.star", consensus_map="m.mrc", **change)
 
 
 def test_config_json_round_trip(tmp_path):

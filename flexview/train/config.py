@@ -76,6 +76,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise FlexviewInputError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}",
                                          field=name)
+        if not 0 < self.lr_final <= 1:
+            raise FlexviewInputError(f"lr_final must be in (0, 1], not {self.lr_final!r}", field="lr_final")
 
     def to_json(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
