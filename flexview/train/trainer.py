@@ -66,10 +66,10 @@ class Trainer:
         self.iteration = 0
         self.micro_batches = 1
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.opt_flow = torch.optim.Adam(model.flow.parameters(), lr=config.lr_flow)
         v_scale = float(model.canonical.volume.detach().std()) or 1.0
-        self.opt_map = torch.optim.Adam([model.canonical.volume], lr=config.lr_map * v_scale)
-        self.initial_lr = {"flow": config.lr_flow, "map": config.lr_map * v_scale}
+        self.initial_lr = {"flow": config.lr_flow, "map": config.lr_map * v_scale}   # before the schedule
+        self.opt_flow = torch.optim.Adam(model.flow.parameters(), lr=self.initial_lr["flow"])
+        self.opt_map = torch.optim.Adam([model.canonical.volume], lr=self.initial_lr["map"])
         self.schedule = self._make_schedule()
         self.messages: list[str] = []
 
@@ -360,7 +360,8 @@ class Trainer:
         self.model.canonical.load_state_dict(state["canonical"])
         self.opt_flow.load_state_dict(state["opt_flow"])
         self.opt_map.load_state_dict(state["opt_map"])
-        # checkpoints from before learning-rate schedules ran at a constant rate: the saved one
+        # stored, not recomputed: a resumed model's map no longer has its initial std. Checkpoints
+        # from before learning-rate schedules ran at a constant rate, the one their optimisers saved
         self.initial_lr = dict(state.get("initial_lr") or {"flow": self.opt_flow.param_groups[0]["lr"],
                                                           "map": self.opt_map.param_groups[0]["lr"]})
         self.latents = state["latents"].clone()
