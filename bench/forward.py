@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from flexview.model import (CanonicalMap, CTFParams, FlexForwardModel,  # noqa: E402
-                            FlowGenerator, build_regular_mesh, data_loss, density_mask,
+                            FlowGenerator, Pose, build_regular_mesh, data_loss, density_mask,
                             random_rotations, voxel_coords)
 
 
@@ -57,13 +57,12 @@ def build(box: int, kernel: str, device: str, rng: np.random.Generator):
 
 
 def inputs(n: int, box: int, device: str, rng: np.random.Generator):
-    rot = torch.tensor(random_rotations(n, rng), dtype=torch.float32, device=device)
-    origins = torch.tensor(rng.uniform(-4, 4, (n, 2)), dtype=torch.float32, device=device)
+    pose = Pose.from_arrays(random_rotations(n, rng), rng.uniform(-4, 4, (n, 2)), device=device)
     ctf = CTFParams(rng.uniform(1e4, 2.5e4, n), rng.uniform(1e4, 2.5e4, n), rng.uniform(0, 180, n),
-                    300.0, 2.7, 0.1, 0.0, 0.0, 1.0).to_tensors(device=device)
+                    300.0, 2.7, 0.1, 0.0, 0.0, 1.0).batch(device=device)
     z = torch.tensor(rng.normal(size=(n, 2)), dtype=torch.float32, device=device)
     target = torch.randn(n, box, box // 2 + 1, dtype=torch.complex64, device=device)
-    return z, rot, origins, ctf, target
+    return z, pose, ctf, target
 
 
 def timed(fn, device: str, min_time: float) -> tuple[float, float]:
@@ -94,17 +93,17 @@ def peak_memory_mb(device: str) -> float:
 def run(box: int, kernel: str, device: str, batch: int, min_time: float) -> None:
     rng = np.random.default_rng(box)
     model, mesh = build(box, kernel, device, rng)
-    z, rot, origins, ctf, target = inputs(batch, box, device, rng)
+    z, pose, ctf, target = inputs(batch, box, device, rng)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
     def forward():
         with torch.no_grad():
-            model.render_spectra(z, rot, origins, ctf)
+            model.render_spectra(z, pose, ctf)
 
     def forward_backward():
         model.zero_grad(set_to_none=True)
-        data_loss(model.render_spectra(z, rot, origins, ctf), target).sum().backward()
+        data_loss(model.render_spectra(z, pose, ctf), target).sum().backward()
 
     (t_f, c_f), (t_fb, c_fb) = timed(forward, device, min_time), timed(forward_backward, device, min_time)
     print(f"{box:5d} {kernel:7s} {model.canonical.n_masked:8d} {mesh.n_vertices:6d} {batch:6d} "

@@ -72,18 +72,18 @@ def oracle_run(data: Path, trained: Path, out: Path, steps: int = 3000, seed: in
 
     from scipy.spatial import cKDTree
 
+    from flexview.io.meshfile import read_mesh
     from flexview.model.flow import FlowGenerator
-    from flexview.model.mesh import TetMesh
+    from flexview.runfolder import save_npy, save_torch
     from flexview.synth import load_phantom
     from flexview.train.config import TrainConfig
-    from flexview.train.runfolder import save_npy, save_torch
 
     if (out / "latents.npy").is_file():
         return
     out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "mesh.npz", "mask.mrc", "canonical.mrc"):
         shutil.copy(trained / name, out / name)
-    cfg, mesh = TrainConfig.from_json(out / "config.json"), TetMesh.load(out / "mesh.npz")
+    cfg, mesh = TrainConfig.from_json(out / "config.json"), read_mesh(out / "mesh.npz")
     phantom = load_phantom(data / "ground_truth" / "phantom.npz")
     _, nearest = cKDTree(phantom.positions).query(mesh.vertices)
     vertices = replace(phantom, positions=mesh.vertices, labels=phantom.labels[nearest],
@@ -174,7 +174,7 @@ def time_pass(run_path: Path, data: Path, count: int, device: str) -> dict:
     """Seconds per full-batch pass per 1,000 particles (flex and rigid; with and without reading the
     images), measured on ``count`` particles of half A with the current torch thread count."""
     import flexview
-    from flexview.io.particles import read_particles
+    from flexview.io.formats import read_particles
     from flexview.recon.highres import ReconProblem, full_box_model, resample_mask
     from flexview.recon.stream import ParticleStream
 
@@ -184,7 +184,7 @@ def time_pass(run_path: Path, data: Path, count: int, device: str) -> dict:
                             particles.pixel_size)
     rows = np.nonzero(particles.half_set == 0)[0][:count]
     stream = ParticleStream(particles, rows, latents=run.latents)
-    model = full_box_model(run.mesh, run.model.flow, support, particles.pixel_size, ctf_pad=2).to(device)
+    model = full_box_model(run.mesh, run.model.flow, support, particles.pixel_size).to(device)
     weight = torch.ones(particles.box, device=device)
     x = torch.zeros(int(support.sum()), dtype=torch.float64, device=device)
     out = {"mask_voxels": int(support.sum()), "particles": len(rows), "threads": torch.get_num_threads()}

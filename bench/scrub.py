@@ -217,7 +217,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from flexview.run import load_run
-    from flexview.train.setup import resolve_device
+    from flexview.device import resolve_device
 
     device = str(resolve_device(args.device))
     tmp = None

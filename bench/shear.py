@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import flexview
+from flexview.io.meshfile import read_mesh, write_mesh
 from flexview.io.mrc import read_map
 from flexview.model import TetMesh, cut_mesh, locate
 from flexview.synth import load_phantom, make_dataset
@@ -42,10 +43,10 @@ def train(data: Path, out: Path, args, mesh: Path | None = None) -> float:
 
 def cut_from_domains(regular_run: Path, data: Path, out: Path) -> TetMesh:
     """The regular run's mesh cut between the ground-truth domains (no fusion: the slabs slide)."""
-    base = TetMesh.load(regular_run / "mesh.npz")
+    base = read_mesh(regular_run / "mesh.npz")
     labels, voxel = read_map(data / "ground_truth" / "domains.mrc")
     mesh = cut_mesh(base, labels, "", labels_pixel_size=voxel)
-    mesh.save(out)
+    write_mesh(out, mesh)
     return mesh
 
 

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from flexview import __version__
+from flexview._version import __version__
 from flexview.errors import FlexviewInputError
 
 COMMANDS = ["info", "synth", "mesh", "train", "generate", "reconstruct", "demo"]

@@ -1,4 +1,5 @@
-"""Image and map preprocessing: Fourier cropping, background normalisation, noise spectra.
+"""Image and map preprocessing: Fourier cropping, maps at a chosen box, background normalisation,
+noise spectra.
 
 Functions take NumPy arrays or torch tensors and return the same kind. Images are stacks
 ``[n, y, x]`` (square), maps ``[z, y, x]`` (cubic); the centre is the pixel with index ``N // 2``,
@@ -6,11 +7,14 @@ as everywhere in flexview. Large stacks should be passed in batches.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from flexview.errors import FlexviewInputError
+from flexview.io.mrc import read_map
 from flexview.model.grid import radial_index
 
 ArrayLike = np.ndarray | Tensor
@@ -98,6 +102,60 @@ def fourier_crop_volume(volume: ArrayLike, new_box: int, voxel_size: float = 1.0
     box = _check_square(x, 3, "volume")
     _check_new_box(new_box, box)
     return _back(_fourier_crop(x, new_box, 3), was_numpy), float(voxel_size) * box / new_box
+
+
+def map_at_box(volume: np.ndarray, voxel_size_A: float, box: int | None = None, *,
+               extent_A: float | None = None, source: str | Path | None = None) -> tuple[np.ndarray, float]:
+    """A cubic map Fourier-cropped to ``box``, after checking that it fits.
+
+    Parameters
+    ----------
+    volume : array (N, N, N), [z, y, x]
+    voxel_size_A : float
+        Å per voxel of ``volume``.
+    box : int, optional
+        The box wanted, even, 8 ≤ box ≤ N; None keeps N.
+    extent_A : float, optional
+        The physical edge the map must span (e.g. particle box × pixel size), 1 % tolerance; the
+        voxel size itself may differ from the images' pixel size.
+    source : str or Path, optional
+        The file the map came from, named in errors.
+
+    Returns
+    -------
+    volume : float32 array (box, box, box), sample-preserving (see :func:`fourier_crop_volume`)
+    voxel_size_A : float
+        ``voxel_size_A · N / box``.
+
+    Raises
+    ------
+    FlexviewInputError
+        For a map that is not cubic (field ``data``), spans another extent (``voxel size``) or a
+        box that is odd, below 8 or above N (``box``).
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3 or len(set(volume.shape)) != 1:
+        raise FlexviewInputError(f"expected a cubic map, found shape {volume.shape}", source, "data")
+    n = volume.shape[0]
+    if extent_A is not None and abs(n * voxel_size_A - extent_A) > 0.01 * extent_A:
+        raise FlexviewInputError(f"the map spans {n * voxel_size_A:.1f} Å ({n} × {voxel_size_A:.3f} Å) but "
+                                 f"the particles span {extent_A:.1f} Å", source, "voxel size")
+    if box is None:
+        return volume, float(voxel_size_A)
+    if not 8 <= box <= n or box % 2:
+        raise FlexviewInputError(f"the box must be even, at least 8 and at most the map box {n}, not {box}",
+                                 source, "box")
+    if box == n:
+        return volume, float(voxel_size_A)
+    cropped, voxel = fourier_crop_volume(volume, box, voxel_size_A)
+    return np.asarray(cropped, dtype=np.float32), voxel
+
+
+def read_map_at_box(path: str | Path, box: int | None = None, *,
+                    extent_A: float | None = None) -> tuple[np.ndarray, float]:
+    """Read an MRC map and return :func:`map_at_box` of it; errors name ``path``."""
+    volume, voxel = read_map(path)
+    return map_at_box(volume, voxel, box, extent_A=extent_A, source=path)
 
 
 # ----------------------------------------------------------------------------------------------

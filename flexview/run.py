@@ -8,13 +8,15 @@ import numpy as np
 import torch
 
 from flexview.errors import FlexviewInputError
-from flexview.io.mrc import read_map
+from flexview.io._atomic import write_text_atomic
+from flexview.io.meshfile import read_mesh
+from flexview.io.mrc import read_map, write_map
 from flexview.model.canonical import CanonicalMap
 from flexview.model.flow import FlowGenerator
 from flexview.model.forward import FlexForwardModel
 from flexview.model.mesh import TetMesh
+from flexview.runfolder import RunFolder, load_torch
 from flexview.train.config import TrainConfig
-from flexview.train.runfolder import RunFolder, load_torch
 
 
 @dataclass
@@ -77,9 +79,6 @@ class Run:
 def write_volume_series(folder: str | Path, volumes, points: np.ndarray, pixel_size: float) -> list[Path]:
     """Write ``folder/frame_000.mrc`` ... (one per volume of the iterable ``volumes``) and
     ``folder/latents.csv`` (one row of ``points`` (frames, K) per frame); returns the MRC paths."""
-    from flexview.io._atomic import write_text_atomic
-    from flexview.io.mrc import write_map
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -99,7 +98,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         if not required.is_file():
             raise FlexviewInputError("not a complete run folder (file missing)", required)
     cfg = TrainConfig.from_json(folder.config)
-    mesh = TetMesh.load(folder.mesh)
+    mesh = read_mesh(folder.mesh)
     volume, pixel_size = read_map(folder.canonical)
     mask = read_map(folder.mask)[0] > 0.5
     canonical = CanonicalMap(volume, pixel_size, mask)

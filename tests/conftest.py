@@ -48,9 +48,9 @@ def make_particle_set(folder: Path, n: int = 6, box: int = 16, pixel_size: float
     group = np.array([groups[i % len(groups)] for i in range(n)])
     voltage = np.where(group == groups[0], 300.0, 200.0)
     defocus_u = rng.uniform(10000, 25000, n)
-    ctf = CTFParams(defocus_u=defocus_u, defocus_v=defocus_u - rng.uniform(0, 1000, n),
+    ctf = CTFParams(defocus_u_A=defocus_u, defocus_v_A=defocus_u - rng.uniform(0, 1000, n),
                     defocus_angle_deg=rng.uniform(-180, 180, n), voltage_kv=voltage, cs_mm=2.7,
-                    amp_contrast=0.1, phase_shift_deg=rng.uniform(0, 90, n), bfactor=rng.uniform(0, 50, n),
+                    amplitude_contrast=0.1, phase_shift_deg=rng.uniform(0, 90, n), bfactor_A2=rng.uniform(0, 50, n),
                     scale=rng.uniform(0.5, 1.5, n))
     optics = pd.DataFrame({"rlnOpticsGroup": sorted(set(groups)),
                            "rlnOpticsGroupName": [f"grid{g}" for g in sorted(set(groups))],

@@ -1,27 +1,57 @@
 """The train / generate / demo commands, end to end on tiny data."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
 import flexview
 from flexview.cli import main
+from flexview.io import read_particles
 from flexview.io.mrc import read_map
+from flexview.runfolder import read_log
 
 
 @pytest.fixture(scope="module")
-def cli_run(tiny_flex_dataset, tmp_path_factory):
+def cli_train(tiny_flex_dataset, tmp_path_factory):
+    """A run trained by ``flexview train`` and what the command printed on stdout."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", str(tiny_flex_dataset / "particles.star"), "--map", str(tiny_flex_dataset / "consensus.mrc"),
-                 "--out", str(out), "--box", "16", "--epochs", "1", "--batch-size", "20", "--cells-across", "6",
-                 "--device", "cpu", "--set", "hidden=16", "--set", "layers=3"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["train", str(tiny_flex_dataset / "particles.star"), "--map",
+                     str(tiny_flex_dataset / "consensus.mrc"), "--out", str(out), "--box", "16", "--epochs", "1",
+                     "--batch-size", "20", "--cells-across", "6", "--device", "cpu", "--set", "hidden=16",
+                     "--set", "layers=3"])
     assert code == 0
-    return out
+    return out, printed.getvalue()
 
 
-def test_train_prints_a_summary_and_writes_the_run(cli_run, capsys):
-    run = flexview.load_run(cli_run)
+@pytest.fixture(scope="module")
+def cli_run(cli_train):
+    return cli_train[0]
+
+
+def test_train_prints_a_summary_and_writes_the_run(cli_train, tiny_flex_dataset):
+    """The summary states the run that was written: folder, particle count, box, pixel size,
+    iterations (one log row each, epochs × ⌈particles / batch⌉), Nyquist band limit, the last
+    data term of log.csv and the latents' spread."""
+    out, printed = cli_train
+    run = flexview.load_run(out)
     assert run.config.box == 16 and run.config.hidden == 16 and run.latents.shape[1] == 2
+    particles = read_particles(tiny_flex_dataset / "particles.star")
+    n = len(particles)
+    log = read_log(out / "log.csv")
+    pixel_size_A = particles.pixel_size * particles.box / 16          # Fourier-cropped to box 16
+    assert len(log) == 1 * -(-n // 20)
+    lines = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
+    assert lines["run folder"] == str(out)
+    assert lines["particles"] == f"{n}  training box: 16  pixel size: {pixel_size_A:.3f} Å"
+    assert lines["iterations"] == f"{len(log)}  final band limit: {2 * pixel_size_A:.2f} Å"
+    assert lines["final data term"].startswith(f"{log[-1]['data']:.5g}  rigidity: ")
+    assert float(lines["final data term"].split()[-1]) == pytest.approx(log[-1]["rigidity"], rel=1e-2)
+    assert lines["latent std per axis"] == ", ".join(f"{s:.3f}" for s in run.latents.std(axis=0))
 
 
 @pytest.mark.parametrize("spelling", [["--z", "-0.5,1.2"], ["--z=-0.5,1.2"], ["--z", "-0.5, 1.2"]])

@@ -14,7 +14,7 @@ import torch
 from scipy.ndimage import map_coordinates
 
 from flexview.io.mrc import read_map
-from flexview.io.particles import read_particles
+from flexview.io.formats import read_particles
 from flexview.model.pose import random_rotations
 from flexview.recon.fsc import fsc, fsc_at
 from flexview.recon.rigid import reconstruct_rigid

@@ -9,10 +9,10 @@ from flexview.model import CTFParams, electron_wavelength, evaluate_ctf, image_f
 
 
 def params(**kw) -> dict[str, torch.Tensor]:
-    base = dict(defocus_u=15000.0, defocus_v=15000.0, defocus_angle_deg=0.0, voltage_kv=300.0,
-                cs_mm=0.0, amp_contrast=0.0, phase_shift_deg=0.0, bfactor=0.0, scale=1.0)
+    base = dict(defocus_u_A=15000.0, defocus_v_A=15000.0, defocus_angle_deg=0.0, voltage_kv=300.0,
+                cs_mm=0.0, amplitude_contrast=0.0, phase_shift_deg=0.0, bfactor_A2=0.0, scale=1.0)
     base.update(kw)
-    return CTFParams(**base).to_tensors(dtype=torch.float64)
+    return CTFParams(**base).batch(dtype=torch.float64)
 
 
 def at(p, k: np.ndarray, angle_deg: float | np.ndarray = 0.0) -> np.ndarray:
@@ -34,7 +34,7 @@ def test_zeros_without_aberration():
     """No Cs, no amplitude contrast: CTF = sin(π λ Δz k²), zeros at k² = n / (λ Δz)."""
     dz = 12000.0
     lam = electron_wavelength(300.0)
-    p = params(defocus_u=dz, defocus_v=dz)
+    p = params(defocus_u_A=dz, defocus_v_A=dz)
     n = np.arange(1, 6)
     np.testing.assert_allclose(at(p, np.sqrt(n / (lam * dz))), 0.0, atol=1e-9)
     np.testing.assert_allclose(at(p, np.sqrt((n - 0.5) / (lam * dz))), (-1.0) ** (n + 1), atol=1e-9)
@@ -43,7 +43,7 @@ def test_zeros_without_aberration():
 
 def test_spherical_aberration_and_amplitude_contrast():
     lam, dz, cs, w = electron_wavelength(200.0), 20000.0, 2.7, 0.07
-    p = params(voltage_kv=200.0, defocus_u=dz, defocus_v=dz, cs_mm=cs, amp_contrast=w)
+    p = params(voltage_kv=200.0, defocus_u_A=dz, defocus_v_A=dz, cs_mm=cs, amplitude_contrast=w)
     k = np.linspace(0.0, 0.3, 25)
     chi = np.pi * lam * dz * k**2 - np.pi / 2 * cs * 1e7 * lam**3 * k**4
     want = np.sqrt(1 - w**2) * np.sin(chi) + w * np.cos(chi)
@@ -51,14 +51,14 @@ def test_spherical_aberration_and_amplitude_contrast():
 
 
 def test_value_at_origin_is_amplitude_contrast():
-    p = params(amp_contrast=0.1, scale=2.0, defocus_u=25000.0, defocus_v=5000.0, cs_mm=2.7)
+    p = params(amplitude_contrast=0.1, scale=2.0, defocus_u_A=25000.0, defocus_v_A=5000.0, cs_mm=2.7)
     assert at(p, np.array([0.0]))[0] == pytest.approx(0.2, abs=1e-12)
 
 
 def test_astigmatism_direction():
     """Δz = U along defocus_angle (measured from +x towards +y), V perpendicular to it."""
     lam, u, v, angle = electron_wavelength(300.0), 20000.0, 12000.0, 30.0
-    p = params(defocus_u=u, defocus_v=v, defocus_angle_deg=angle)
+    p = params(defocus_u_A=u, defocus_v_A=v, defocus_angle_deg=angle)
     k_u, k_v = np.sqrt(1 / (lam * u)), np.sqrt(1 / (lam * v))          # first zeros
     assert abs(at(p, np.array([k_u]), angle)[0]) < 1e-9
     assert abs(at(p, np.array([k_v]), angle + 90)[0]) < 1e-9
@@ -77,8 +77,8 @@ def test_astigmatism_direction():
 
 def test_bfactor_envelope_and_phase_shift():
     k = np.linspace(0.01, 0.4, 20)
-    plain = at(params(cs_mm=2.7, amp_contrast=0.1), k)
-    damped = at(params(cs_mm=2.7, amp_contrast=0.1, bfactor=80.0), k)
+    plain = at(params(cs_mm=2.7, amplitude_contrast=0.1), k)
+    damped = at(params(cs_mm=2.7, amplitude_contrast=0.1, bfactor_A2=80.0), k)
     np.testing.assert_allclose(damped, plain * np.exp(-80.0 * k**2 / 4), atol=1e-12)
     # a 90° phase plate with no amplitude contrast: CTF = cos(π λ Δz k²), 1 at the origin
     lam = electron_wavelength(300.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from flexview.model import (CanonicalMap, CTFParams, FlexForwardModel, FlowGenerator,
+from flexview.model import (CTF_PAD, CanonicalMap, CTFParams, FlexForwardModel, FlowGenerator, Pose,
                             build_regular_mesh, convect_project, convect_volume, data_loss,
                             density_mask, euler_to_matrix, evaluate_ctf, fft2_centered,
                             ifft2_centered, image_frequencies, interpolate_displacement,
@@ -53,59 +53,110 @@ def make_model(flow=None, kernel="linear", box=BOX, hidden=8, layers=2, seed=0, 
 def poses(n, seed=0, identity=False):
     rng = np.random.default_rng(seed)
     rot = np.broadcast_to(np.eye(3), (n, 3, 3)) if identity else random_rotations(n, rng)
-    return torch.tensor(rot), torch.tensor(rng.uniform(-3, 3, (n, 2)))
+    return Pose(torch.tensor(rot), torch.tensor(rng.uniform(-3, 3, (n, 2))))
 
 
 def ctf_params(n, seed=0, **kw):
     rng = np.random.default_rng(seed)
-    base = dict(defocus_u=rng.uniform(8000, 15000, n), defocus_v=rng.uniform(6000, 8000, n),
-                defocus_angle_deg=rng.uniform(0, 180, n), voltage_kv=300.0, cs_mm=2.7, amp_contrast=0.1,
-                phase_shift_deg=0.0, bfactor=0.0, scale=1.0)
+    base = dict(defocus_u_A=rng.uniform(8000, 15000, n), defocus_v_A=rng.uniform(6000, 8000, n),
+                defocus_angle_deg=rng.uniform(0, 180, n), voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.1,
+                phase_shift_deg=0.0, bfactor_A2=0.0, scale=1.0)
     base.update(kw)
-    return CTFParams(**base).to_tensors(dtype=torch.float64)
+    return CTFParams(**base).batch(dtype=torch.float64)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_model_matches_its_parts(kernel):
     model = make_model(kernel=kernel)
-    rot, orig = poses(3)
+    pose = poses(3)
+    rot, orig = pose.rotations, pose.origins_A
     values, coords = model.canonical.masked_values(), model.canonical.masked_coords()
     rigid = convect_project(values, coords, rot, orig, BOX, PX, kernel)
-    torch.testing.assert_close(model.project(None, rot, orig), rigid)
+    torch.testing.assert_close(model.project(None, pose), rigid)
     z = torch.randn(3, 2, dtype=torch.float64)
     disp = interpolate_displacement(model.flow(z), model.voxel_vertices, model.voxel_bary)
     assert disp.abs().max() > 0.05
     flexed = convect_project(values, coords + disp, rot, orig, BOX, PX, kernel)
-    torch.testing.assert_close(model.project(z, rot, orig), flexed)
+    torch.testing.assert_close(model.project(z, pose), flexed)
     model.flow_enabled = False
-    torch.testing.assert_close(model.project(z, rot, orig), rigid)
+    torch.testing.assert_close(model.project(z, pose), rigid)
 
 
 def test_render_is_ctf_times_projection():
-    model = make_model()
-    rot, orig = poses(2)
+    model = make_model(ctf_pad=1)
+    pose = poses(2)
     z = torch.randn(2, 2, dtype=torch.float64)
     ctf = ctf_params(2)
     ky, kx = image_frequencies(BOX, PX, dtype=torch.float64)
-    want = ifft2_centered(fft2_centered(model.project(z, rot, orig)) * evaluate_ctf(ctf, ky, kx), BOX)
-    torch.testing.assert_close(model.render_images(z, rot, orig, ctf), want)
-    torch.testing.assert_close(model(z, rot, orig, ctf), want)
-    assert model.render_spectra(z, rot, orig, ctf).shape == (2, BOX, BOX // 2 + 1)
+    want = ifft2_centered(fft2_centered(model.project(z, pose)) * evaluate_ctf(ctf, ky, kx), BOX)
+    torch.testing.assert_close(model.render_images(z, pose, ctf), want)
+    torch.testing.assert_close(model(z, pose, ctf), want)
+    assert model.render_spectra(z, pose, ctf).shape == (2, BOX, BOX // 2 + 1)
 
 
 def test_padded_ctf_is_aligned_and_cropped():
     model = make_model(ctf_pad=2)
-    rot, orig = poses(2)
-    flat = ctf_params(2, defocus_u=0.0, defocus_v=0.0, cs_mm=0.0, amp_contrast=1.0)   # CTF ≡ 1
-    torch.testing.assert_close(model.render_images(None, rot, orig, flat), model.project(None, rot, orig))
+    pose = poses(2)
+    flat = ctf_params(2, defocus_u_A=0.0, defocus_v_A=0.0, cs_mm=0.0, amplitude_contrast=1.0)   # CTF ≡ 1
+    torch.testing.assert_close(model.render_images(None, pose, flat), model.project(None, pose))
     ctf = ctf_params(2)
-    proj = model.project(None, rot, orig)
+    proj = model.project(None, pose)
     big = torch.zeros(2, 2 * BOX, 2 * BOX, dtype=torch.float64)
     big[:, BOX // 2: BOX // 2 + BOX, BOX // 2: BOX // 2 + BOX] = proj
     ky, kx = image_frequencies(2 * BOX, PX, dtype=torch.float64)
     want = ifft2_centered(fft2_centered(big) * evaluate_ctf(ctf, ky, kx), 2 * BOX)
-    torch.testing.assert_close(model.render_images(None, rot, orig, ctf),
+    torch.testing.assert_close(model.render_images(None, pose, ctf),
                                want[:, BOX // 2: BOX // 2 + BOX, BOX // 2: BOX // 2 + BOX])
+
+
+def test_default_model_applies_the_ctf_on_the_chosen_grid():
+    model = make_model()
+    assert model.ctf_pad == CTF_PAD and model.ctf_box == CTF_PAD * BOX
+    assert model.ctf_image(ctf_params(3)).shape == (3, CTF_PAD * BOX, CTF_PAD * BOX // 2 + 1)
+
+
+@pytest.mark.parametrize("pad", [1, 2])
+def test_precomputed_ctf_renders_the_same_as_its_parameters(pad):
+    model = make_model(ctf_pad=pad)
+    pose, ctf = poses(3), ctf_params(3)
+    z = torch.randn(3, 2, dtype=torch.float64)
+    ky, kx = image_frequencies(pad * BOX, PX, dtype=torch.float64)
+    image = evaluate_ctf(ctf, ky, kx)                      # evaluated outside the model
+    torch.testing.assert_close(model.ctf_image(ctf), image)
+    torch.testing.assert_close(model.render_spectra(z, pose, image), model.render_spectra(z, pose, ctf))
+    torch.testing.assert_close(model.render_images(z[1:], pose[1:], image[1:]),
+                               model.render_images(z[1:], pose[1:], ctf[1:]))
+    with pytest.raises(ValueError, match="CTF grid"):
+        model.render_spectra(z, pose, evaluate_ctf(ctf, *image_frequencies(3 * BOX, PX, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_explicit_displacements_render_like_the_flow(kernel):
+    model = make_model(kernel=kernel)
+    pose, ctf = poses(3), ctf_params(3)
+    z = torch.randn(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        disp = model.flow(z)
+        assert disp.abs().max() > 0.05
+        torch.testing.assert_close(model.render_spectra(None, pose, ctf, displacements=disp),
+                                   model.render_spectra(z, pose, ctf))
+        # explicit displacements win over z, and zero displacements are the rigid model
+        torch.testing.assert_close(model.render_spectra(-z, pose, ctf, displacements=disp),
+                                   model.render_spectra(z, pose, ctf))
+        torch.testing.assert_close(model.render_images(z, pose, ctf, displacements=torch.zeros_like(disp)),
+                                   model.render_images(None, pose, ctf))
+    # gradients w.r.t. the displacements: the linearised model at the consensus
+    d = torch.zeros_like(disp).requires_grad_(True)
+    target = fft2_centered(torch.randn(3, BOX, BOX, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(data_loss(model.render_spectra(None, pose, ctf, displacements=d),
+                                            target).sum(), d)
+    h, v = 1e-5, (0, 7, 1)
+    bump = torch.zeros_like(disp)
+    bump[v] = h
+    with torch.no_grad():
+        fd = (data_loss(model.render_spectra(None, pose, ctf, displacements=bump), target)
+              - data_loss(model.render_spectra(None, pose, ctf, displacements=-bump), target))[0] / (2 * h)
+    assert float(grad[v]) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -113,23 +164,24 @@ def test_uniform_vertex_shift_is_a_rigid_shift(kernel):
     d = torch.tensor([0.37, -0.81, 0.55], dtype=torch.float64) * PX
     model = make_model(lambda m: ConstantFlow(m.n_vertices, d), kernel)
     z = torch.zeros(3, 2, dtype=torch.float64)
-    rot, orig = poses(3)
+    pose = poses(3)
+    rot, orig = pose.rotations, pose.origins_A
     shifted_origin = orig - (rot @ d)[:, :2]            # the map moved by d = the particle moved by A d
-    torch.testing.assert_close(model.project(z, rot, orig), model.project(None, rot, shifted_origin))
+    torch.testing.assert_close(model.project(z, pose), model.project(None, Pose(rot, shifted_origin)))
     # identity pose: a fractional shift ≈ the Fourier-shifted rigid image
-    rot, orig = poses(3, identity=True)
+    pose = poses(3, identity=True)
     ky, kx = image_frequencies(BOX, PX, dtype=torch.float64)
-    ref = ifft2_centered(fft2_centered(model.project(None, rot, orig)) * shift_phase(ky, kx, d[:2].expand(3, 2)), BOX)
-    rel = (model.project(z, rot, orig) - ref).norm() / ref.norm()
+    ref = ifft2_centered(fft2_centered(model.project(None, pose)) * shift_phase(ky, kx, d[:2].expand(3, 2)), BOX)
+    rel = (model.project(z, pose) - ref).norm() / ref.norm()
     assert rel < (0.05 if kernel == "linear" else 0.02)
 
 
 def test_integer_vertex_shift_equals_rolled_image():
     d = torch.tensor([2.0, -1.0, 3.0], dtype=torch.float64) * PX
     model = make_model(lambda m: ConstantFlow(m.n_vertices, d), "cubic")
-    rot, orig = poses(2, identity=True)
-    moved = model.project(torch.zeros(2, 2, dtype=torch.float64), rot, orig)
-    rolled = torch.roll(model.project(None, rot, orig), shifts=(-1, 2), dims=(1, 2))   # rows +y, cols +x
+    pose = poses(2, identity=True)
+    moved = model.project(torch.zeros(2, 2, dtype=torch.float64), pose)
+    rolled = torch.roll(model.project(None, pose), shifts=(-1, 2), dims=(1, 2))   # rows +y, cols +x
     assert moved.abs().max() > 0.1
     torch.testing.assert_close(moved[:, :-1, 2:], rolled[:, :-1, 2:])     # away from wrapped edges
 
@@ -156,14 +208,14 @@ def knot_distance(model, z, rot, orig):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gradients_for_map_flow_and_latents(kernel):
     model = make_model(kernel=kernel, hidden=4, layers=1)
-    rot, orig = poses(2, seed=3)
+    pose = poses(2, seed=3)
     ctf = ctf_params(2)
     z = torch.tensor([[0.6, -0.4], [-1.1, 0.3]], dtype=torch.float64, requires_grad=True)
-    assert knot_distance(model, z, rot, orig) > 1e-5    # ≫ the finite-difference steps (1e-6)
+    assert knot_distance(model, z, pose.rotations, pose.origins_A) > 1e-5    # ≫ the finite-difference steps (1e-6)
     target = fft2_centered(torch.randn(2, BOX, BOX, dtype=torch.float64))
 
     def loss(latents=z, **params):
-        out = torch.func.functional_call(model, params, (latents, rot, orig, ctf))
+        out = torch.func.functional_call(model, params, (latents, pose, ctf))
         return data_loss(fft2_centered(out), target)
 
     vol = model.canonical.volume.detach().clone().requires_grad_(True)
@@ -178,11 +230,11 @@ def test_gradients_for_map_flow_and_latents(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_cuda_model_matches_cpu(kernel):
     model = make_model(kernel=kernel).float()
-    rot, orig = (t.float() for t in poses(4))
-    ctf = {k: v.float() for k, v in ctf_params(4).items()}
+    pose = poses(4).to(dtype=torch.float32)
+    ctf = ctf_params(4).to(dtype=torch.float32)
     z = torch.randn(4, 2)
-    cpu = model.render_images(z, rot, orig, ctf)
-    gpu = model.cuda().render_images(z.cuda(), rot.cuda(), orig.cuda(), ctf)
+    cpu = model.render_images(z, pose, ctf)
+    gpu = model.cuda().render_images(z.cuda(), pose.to("cuda"), ctf)
     np.testing.assert_allclose(gpu.detach().cpu().numpy(), cpu.detach().numpy(), atol=1e-3 * float(cpu.abs().max()))
 
 
@@ -198,7 +250,7 @@ def test_conventions_against_simulated_particles(shared_data):
     rot = torch.tensor(euler_to_matrix(parts.rlnAngleRot, parts.rlnAngleTilt, parts.rlnAnglePsi), dtype=torch.float32)
     orig = torch.tensor(parts[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(), dtype=torch.float32)
     ctf = CTFParams(parts.rlnDefocusU.to_numpy(), parts.rlnDefocusV.to_numpy(), parts.rlnDefocusAngle.to_numpy(),
-                    300.0, 2.7, 0.1, 0.0, 0.0, 1.0).to_tensors()
+                    300.0, 2.7, 0.1, 0.0, 0.0, 1.0).batch()
     mesh = build_regular_mesh(vol, 1.5, cells_across=8)
     model = FlexForwardModel(CanonicalMap(vol, 1.5, mask), mesh, None, kernel="cubic")
     low = torch.zeros(64, 33)
@@ -206,7 +258,7 @@ def test_conventions_against_simulated_particles(shared_data):
 
     def fit(r):
         with torch.no_grad():
-            m = model.render_spectra(None, r, orig, ctf) * low
+            m = model.render_spectra(None, Pose(r, orig), ctf) * low
         x = fft2_centered(images) * low
         slope = float((m.conj() * x).real.sum() / (m.abs() ** 2).sum())
         corr = float((m.conj() * x).real.sum() / (m.abs().square().sum() * x.abs().square().sum()).sqrt())

@@ -1,12 +1,16 @@
 """Re-referencing a trained flow to the particles' median conformation (flexview.model.gauge)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from torch import nn
+
 from flexview.model import FlowGenerator, build_regular_mesh, locate, voxel_coords
-from flexview.model.gauge import median_deformation, recentre
+from flexview.model.gauge import median_deformation, principal_axes, recentre, standardise_latents
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,89 @@ def test_flow_files_without_an_offset_still_load(mesh):
     z = torch.randn(3, 2)
     with torch.no_grad():
         torch.testing.assert_close(fresh(z), flow(z))
+
+
+# ---------------------------------------------------------------- affine changes of the latents
+
+def displacements(flow, z) -> np.ndarray:
+    with torch.no_grad():
+        return flow(torch.as_tensor(z, dtype=torch.float32)).double().numpy()
+
+
+def correlated_latents(n=400, seed=5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mix = np.array([[1.5, 0.0], [0.9, 0.4]])
+    return (rng.normal(size=(n, 2)) @ mix + [0.7, -1.2]).astype(np.float32)
+
+
+def linear_flow(mesh, seed=0) -> FlowGenerator:
+    """A generator whose output is affine in z: its ReLU replaced by the identity."""
+    flow = visible_flow(mesh, seed, scale=0.5)
+    flow.net = nn.Sequential(flow.net[0], nn.Identity(), flow.net[-1])
+    return flow
+
+
+def test_standardised_latents_keep_every_deformation(mesh):
+    flow = visible_flow(mesh)
+    z = correlated_latents()
+    before = displacements(flow, z)
+    fit = np.arange(0, len(z), 2)
+    new = standardise_latents(torch.as_tensor(z), flow, fit=fit)
+    np.testing.assert_allclose(displacements(flow, new), before, atol=1e-4 * np.abs(before).max())
+    np.testing.assert_allclose(new[fit].mean(0).numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(new[fit].numpy().std(0, ddof=1), 1.0, rtol=1e-5)
+    assert abs(float(new.mean(0).abs().max())) > 1e-3          # only the fit rows are centred exactly
+
+
+def test_principal_axes_keep_every_deformation_and_whiten(mesh):
+    flow = visible_flow(mesh)
+    z = correlated_latents()
+    before = displacements(flow, z)
+    new, sv = principal_axes(torch.as_tensor(z), flow, n_sample=150, seed=3)
+    np.testing.assert_allclose(displacements(flow, new), before, atol=1e-4 * np.abs(before).max())
+    np.testing.assert_allclose(np.cov(new.numpy().T), np.eye(2), atol=1e-5)
+    np.testing.assert_allclose(new.numpy().mean(0), 0.0, atol=1e-5)
+    assert sv[0] > sv[1] > 0
+
+
+def numpy_principal_axes(z: np.ndarray, d: np.ndarray):
+    """Reference: regress the deformation on the latents, whiten by a Cholesky factor of their
+    covariance, and take the SVD; the largest entry of each direction is made positive."""
+    b, *_ = np.linalg.lstsq(z - z.mean(0), d - d.mean(0), rcond=None)       # (K, F)
+    chol = np.linalg.cholesky(np.cov(z.T))                                  # C = L Lᵀ
+    u, s, _ = np.linalg.svd(b.T @ chol, full_matrices=False)                # map of whitened z
+    peak = np.abs(u).argmax(axis=0)
+    u = u * np.sign(u[peak, np.arange(u.shape[1])])
+    return s, u
+
+
+def test_principal_axes_of_a_linear_flow_match_numpy(mesh):
+    flow = linear_flow(mesh)
+    z = correlated_latents()
+    d = displacements(flow, z).reshape(len(z), -1)
+    want_s, want_u = numpy_principal_axes(z.astype(np.float64), d)
+    new, sv = principal_axes(torch.as_tensor(z), flow, n_sample=len(z))
+    np.testing.assert_allclose(sv.numpy(), want_s, rtol=1e-4)
+    # one unit along new axis k moves the vertices by s_k u_k: the same directions and signs
+    zero = displacements(flow, np.zeros((1, 2))).reshape(-1)
+    for k in range(2):
+        step = displacements(flow, np.eye(2)[k:k + 1]).reshape(-1) - zero
+        np.testing.assert_allclose(step, want_s[k] * want_u[:, k], atol=1e-4 * want_s[0])
+
+
+def test_principal_axes_order_and_sign_do_not_depend_on_the_input_axes(mesh):
+    flow = linear_flow(mesh, seed=1)
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(300, 2)).astype(np.float32) * [0.3, 2.0]     # axis 2 moves far more
+    twin = copy.deepcopy(flow)
+    perm = np.array([1, 0])
+    with torch.no_grad():                      # same model, input axes swapped and one flipped
+        twin.net[0].weight.copy_(flow.net[0].weight[:, perm] * torch.tensor([-1.0, 1.0]))
+    z_twin = z[:, perm] * [-1.0, 1.0]
+    np.testing.assert_allclose(displacements(twin, z_twin), displacements(flow, z), atol=1e-5)
+    a, sa = principal_axes(torch.as_tensor(z), flow)
+    b, sb = principal_axes(torch.as_tensor(z_twin.astype(np.float32)), twin)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+    np.testing.assert_allclose(sa.numpy(), sb.numpy(), rtol=1e-5)
+    assert sa[0] > 3 * sa[1]
+    assert abs(np.corrcoef(a[:, 0].numpy(), z[:, 1])[0, 1]) > 0.99   # the big motion comes first

@@ -58,7 +58,7 @@ def test_empiar_cs_matches_star(shared_data):
     assert cs.source_format == "cryosparc" and len(cs) == 7 and cs.box == 320
     assert cs.pixel_size == pytest.approx(star.pixel_size, rel=1e-6)
     assert cs.rotations is None and not cs.has_half_sets
-    for name in ("defocus_u", "defocus_v", "defocus_angle_deg", "voltage_kv", "cs_mm", "amp_contrast"):
+    for name in ("defocus_u_A", "defocus_v_A", "defocus_angle_deg", "voltage_kv", "cs_mm", "amplitude_contrast"):
         np.testing.assert_allclose(getattr(cs.ctf, name), getattr(star.ctf, name), rtol=1e-6, atol=1e-5)
     assert not isinstance(cs.images, SignedImages)  # blob/sign −1: RELION contrast
     np.testing.assert_array_equal(cs.images.read(slice(None)), star.images.read(slice(None)))
@@ -90,8 +90,8 @@ def test_conventions_three_formats_agree(shared_data):
         np.testing.assert_allclose(p.rotations, ref.rotations, atol=1e-6)
         np.testing.assert_allclose(p.origins_A, ref.origins_A, atol=1e-5)
         np.testing.assert_array_equal(p.half_set, ref.half_set)
-        for name in ("defocus_u", "defocus_v", "defocus_angle_deg", "voltage_kv", "cs_mm", "amp_contrast",
-                     "phase_shift_deg", "bfactor", "scale"):
+        for name in ("defocus_u_A", "defocus_v_A", "defocus_angle_deg", "voltage_kv", "cs_mm", "amplitude_contrast",
+                     "phase_shift_deg", "bfactor_A2", "scale"):
             np.testing.assert_allclose(getattr(p.ctf, name), getattr(ref.ctf, name), rtol=1e-6, atol=1e-4)
         rows = [0, 1, 500, 999]
         np.testing.assert_array_equal(p.images.read(rows), ref.images.read(rows))
@@ -162,7 +162,7 @@ def test_project_relative_blob_paths(tmp_path):
 
 
 def test_float32_fields_read_as_short_decimals(tmp_path):
-    from flexview.io.star import float32_to_decimal
+    from flexview.io.tables import float32_to_decimal
 
     values = np.random.default_rng(6).normal(0, 1000, (500, 3)).astype(np.float32)
     decimal = float32_to_decimal(values)

@@ -13,8 +13,8 @@ from flexview.model.ctf import CTFParams
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
-CTF_FIELDS = ("defocus_u", "defocus_v", "defocus_angle_deg", "voltage_kv", "cs_mm", "amp_contrast",
-              "phase_shift_deg", "bfactor", "scale")
+CTF_FIELDS = ("defocus_u_A", "defocus_v_A", "defocus_angle_deg", "voltage_kv", "cs_mm", "amplitude_contrast",
+              "phase_shift_deg", "bfactor_A2", "scale")
 
 
 def assert_same_particles(a: ParticleSet, b: ParticleSet, *, extra_columns=None) -> None:

@@ -58,7 +58,7 @@ def test_relion31_shared_file(shared_data):
     np.testing.assert_allclose(p.rotations, expected, atol=1e-12)
     np.testing.assert_allclose(p.origins_A[:, 0], column(raw, "rlnOriginXAngst"))
     np.testing.assert_allclose(p.origins_A[:, 1], column(raw, "rlnOriginYAngst"))
-    np.testing.assert_allclose(p.ctf.defocus_u, column(raw, "rlnDefocusU"))
+    np.testing.assert_allclose(p.ctf.defocus_u_A, column(raw, "rlnDefocusU"))
     np.testing.assert_allclose(p.ctf.defocus_angle_deg, column(raw, "rlnDefocusAngle"))
     np.testing.assert_allclose(p.ctf.voltage_kv, 300.0)
     np.testing.assert_allclose(p.ctf.cs_mm, 0.01)
@@ -79,8 +79,8 @@ def test_relion30_shared_file(shared_data):
     assert p.pixel_size == pytest.approx(5 * 1e4 / 38168)
     assert p.rotations is None and p.origins_A is None and not p.has_half_sets
     raw = parse_loops(path)[""]
-    np.testing.assert_allclose(p.ctf.defocus_v, column(raw, "rlnDefocusV"))
-    np.testing.assert_allclose(p.ctf.amp_contrast, 0.07)
+    np.testing.assert_allclose(p.ctf.defocus_v_A, column(raw, "rlnDefocusV"))
+    np.testing.assert_allclose(p.ctf.amplitude_contrast, 0.07)
     assert list(p.optics["rlnOpticsGroup"]) == [1]
     with mrcfile.open(shared_data / "formats" / "empiar_10076_7.mrc", permissive=True) as m:
         np.testing.assert_array_equal(p.images.read([6, 0]), m.data[[6, 0]])
@@ -144,11 +144,11 @@ _rlnMicrographName
     np.testing.assert_array_equal(p.optics_group, [1, 2, 2])
     np.testing.assert_allclose(p.ctf.voltage_kv, [300, 200, 120])  # per-particle override wins
     np.testing.assert_allclose(p.ctf.cs_mm, [2.7, 2.0, 2.0])
-    np.testing.assert_allclose(p.ctf.amp_contrast, [0.1, 0.07, 0.07])
-    np.testing.assert_allclose(p.ctf.defocus_v, p.ctf.defocus_u)  # rlnDefocusV absent → U
+    np.testing.assert_allclose(p.ctf.amplitude_contrast, [0.1, 0.07, 0.07])
+    np.testing.assert_allclose(p.ctf.defocus_v_A, p.ctf.defocus_u_A)  # rlnDefocusV absent → U
     np.testing.assert_allclose(p.ctf.defocus_angle_deg, 0.0)
     np.testing.assert_allclose(p.ctf.scale, 1.0)
-    np.testing.assert_allclose(p.ctf.bfactor, 0.0)
+    np.testing.assert_allclose(p.ctf.bfactor_A2, 0.0)
     np.testing.assert_allclose(p.origins_A, [[1.5, -2.5], [0, 0], [-1, 1]])
     np.testing.assert_allclose(p.rotations[1], euler_to_matrix(40, 50, 60))
     np.testing.assert_array_equal(p.half_set, -1)

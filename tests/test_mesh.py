@@ -1,4 +1,4 @@
-"""Regular tetrahedral mesh: coverage, geometry, conformity, weights, pinning, file round trip."""
+"""Regular tetrahedral mesh: coverage, geometry, conformity, weights, pinning."""
 from __future__ import annotations
 
 from collections import Counter
@@ -114,34 +114,11 @@ def test_pinned_vertices_do_not_move(density):
     assert disp[:, ~torch.as_tensor(m.pinned)].abs().max() > 0
 
 
-def test_save_load_round_trip(mesh, tmp_path):
-    path = tmp_path / "mesh.npz"
-    mesh.save(path)
-    back = TetMesh.load(path)
-    for name in ("vertices", "cells", "rigidity_weight", "pinned", "segment", "grid_origin", "grid_shape"):
-        np.testing.assert_array_equal(getattr(back, name), getattr(mesh, name))
-    assert (back.box, back.pixel_size, back.grid_spacing) == (mesh.box, mesh.pixel_size, mesh.grid_spacing)
-    assert [p.name for p in tmp_path.iterdir()] == ["mesh.npz"]      # no temporary left over
-    moved = back.scaled(box=2 * BOX, pixel_size=PX / 2)
+def test_scaled_changes_only_the_metadata(mesh):
+    moved = mesh.scaled(box=2 * BOX, pixel_size=PX / 2)
     assert (moved.box, moved.pixel_size) == (2 * BOX, PX / 2)
     np.testing.assert_array_equal(moved.vertices, mesh.vertices)
-
-
-def test_bad_mesh_files_are_refused(mesh, tmp_path):
-    path = tmp_path / "bad.npz"
-    np.savez(path, vertices=mesh.vertices, cells=mesh.cells)
-    with pytest.raises(FlexviewInputError) as err:
-        TetMesh.load(path)
-    assert err.value.field == "rigidity_weight" and err.value.path == str(path)
-    cells = mesh.cells.copy()
-    cells[0, 0] = len(mesh.vertices) + 3
-    np.savez(path, vertices=mesh.vertices, cells=cells, rigidity_weight=mesh.rigidity_weight,
-             pinned=mesh.pinned, segment=mesh.segment, box=BOX, pixel_size=PX)
-    with pytest.raises(FlexviewInputError, match="out of range"):
-        TetMesh.load(path)
-    (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(FlexviewInputError):
-        TetMesh.load(tmp_path / "junk.npz")
+    np.testing.assert_array_equal(moved.cells, mesh.cells)
 
 
 def test_empty_or_flat_maps_are_refused():

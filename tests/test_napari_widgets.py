@@ -104,7 +104,7 @@ def test_training_runs_to_the_end_in_the_train_widget(viewer, qtbot, tiny_flex_d
                                                       tmp_path):
     from flexview.io import read_map
     from flexview.run import load_run
-    from flexview.train.runfolder import read_log
+    from flexview.runfolder import read_log
 
     train = dock(viewer, "Train")
     _configure(train, make_tiny_config(tiny_flex_dataset, epochs=2), tmp_path / "run")
@@ -236,7 +236,7 @@ def test_explore_with_three_latent_dimensions_uses_pca_and_sliders(viewer, qtbot
 def test_explore_flow_arrows_and_mesh_follow_the_engine(viewer, qtbot, tiny_flex_run):
     import torch
 
-    from flexview._napari._layers import physical_to_world
+    from flexview.app.geometry import physical_to_world
     from flexview._napari.explore import open_run_in_viewer
 
     explore = open_run_in_viewer(viewer, tiny_flex_run)
@@ -393,7 +393,7 @@ def test_sample_data_opens_the_synthetic_protein(viewer, monkeypatch, tmp_path):
 
 
 def test_the_scatter_marker_moves_without_leaving_a_trace(qtbot):
-    from flexview._napari.latent_view import LatentView
+    from flexview.app.latent_view import LatentView
     from flexview._napari.scatter import ScatterCanvas
 
     canvas = ScatterCanvas(mode="pick")

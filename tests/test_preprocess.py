@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from flexview.errors import FlexviewInputError
-from flexview.preprocess import (fourier_crop, fourier_crop_volume, noise_power_spectrum, normalise,
-                                 shell_frequencies)
+from flexview.io.mrc import write_map
+from flexview.preprocess import (fourier_crop, fourier_crop_volume, map_at_box, noise_power_spectrum, normalise,
+                                 read_map_at_box, shell_frequencies)
 
 
 def gaussian(box: int, pixel_size: float, sigma_A: float, centre_A=(0.0, 0.0, 0.0), ndim: int = 2) -> np.ndarray:
@@ -60,6 +61,31 @@ def test_crop_rejects_bad_sizes():
     with pytest.raises(FlexviewInputError) as err:
         fourier_crop(np.zeros((1, 16, 12)), 8)
     assert err.value.field == "images"
+
+
+def test_map_at_box_crops_a_gaussian_map_read_from_file(tmp_path):
+    box, new_box, sigma, centre = 24, 12, 2.5, (1.0, -0.5, 2.0)
+    path = tmp_path / "map.mrc"
+    write_map(path, gaussian(box, 1.0, sigma, centre, ndim=3), 1.0)
+    volume, voxel = read_map_at_box(path, new_box, extent_A=box * 1.004)    # within 1 %
+    assert volume.dtype == np.float32 and volume.shape == (new_box,) * 3 and voxel == 2.0
+    np.testing.assert_allclose(volume, gaussian(new_box, 2.0, sigma, centre, ndim=3), atol=5e-4)
+    same, voxel = read_map_at_box(path)                       # no box: the map as it is
+    assert voxel == 1.0
+    np.testing.assert_allclose(same, gaussian(box, 1.0, sigma, centre, ndim=3), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, box, extent_A, field", [
+    ((16, 16, 12), None, None, "data"),          # not cubic
+    ((16, 16, 16), 10, 16.0 * 1.05, "voxel size"),  # spans 5 % more than the particles
+    ((16, 16, 16), 18, None, "box"),             # larger than the map
+    ((16, 16, 16), 9, None, "box"),              # odd
+    ((16, 16, 16), 6, None, "box"),              # below 8
+])
+def test_map_at_box_refuses_what_does_not_fit(shape, box, extent_A, field):
+    with pytest.raises(FlexviewInputError) as err:
+        map_at_box(np.ones(shape), 1.0, box, extent_A=extent_A, source="m.mrc")
+    assert err.value.field == field and err.value.path == "m.mrc"
 
 
 def brute_force_normalise(images: np.ndarray, radius: float) -> np.ndarray:

@@ -40,7 +40,7 @@ def _brute_force_inversion(images, rotations, origins, ctf, px, pad, wiener):
     ky, kx = np.meshgrid(k, k, indexing="ij")
     iy, ix = np.rint(ky * g * px).astype(int), np.rint(kx * g * px).astype(int)
     used = (ix**2 + iy**2 <= (g / 2) ** 2) & (iy != -g // 2) & (ix != -g // 2)
-    c = evaluate_ctf(ctf.to_tensors(dtype=torch.float64), torch.tensor(ky), torch.tensor(kx)).numpy()
+    c = evaluate_ctf(ctf.batch(dtype=torch.float64), torch.tensor(ky), torch.tensor(kx)).numpy()
     lo = g // 2 - n // 2
     for img, a, o, cc in zip(images, rotations, origins, c):
         padded = np.zeros((g, g))
@@ -70,9 +70,9 @@ def test_matches_brute_force_inversion_on_inconsistent_data(pad):
     n, count, px = 8, 5, 2.0
     images = rng.normal(size=(count, n, n)).astype(np.float32)
     rotations, origins = random_rotations(count, rng), rng.uniform(-3, 3, (count, 2))
-    ctf = CTFParams(defocus_u=rng.uniform(5000, 8000, count), defocus_v=5000.0,
+    ctf = CTFParams(defocus_u_A=rng.uniform(5000, 8000, count), defocus_v_A=5000.0,
                     defocus_angle_deg=rng.uniform(0, 180, count), voltage_kv=300.0, cs_mm=2.7,
-                    amp_contrast=0.1, phase_shift_deg=0.0, bfactor=0.0, scale=1.0)
+                    amplitude_contrast=0.1, phase_shift_deg=0.0, bfactor_A2=0.0, scale=1.0)
     particles = ParticleSet(images=ArrayImages(images), pixel_size=px, box=n, rotations=rotations,
                             origins_A=origins, ctf=ctf)
     vol = reconstruct_rigid(particles, pad=pad, wiener=0.01)

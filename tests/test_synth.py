@@ -162,9 +162,9 @@ def test_apply_ctf_matches_padded_numpy_reference():
     rng = np.random.default_rng(5)
     box, px = 16, 2.0
     img = rng.normal(size=(1, box, box))
-    ctf = CTFParams(defocus_u=15000.0, defocus_v=14000.0, defocus_angle_deg=30.0, voltage_kv=300.0,
-                    cs_mm=2.7, amp_contrast=0.1, phase_shift_deg=0.0, bfactor=0.0, scale=1.0)
-    out = apply_ctf(torch.as_tensor(img), ctf.to_tensors(dtype=torch.float64), px).numpy()[0]
+    ctf = CTFParams(defocus_u_A=15000.0, defocus_v_A=14000.0, defocus_angle_deg=30.0, voltage_kv=300.0,
+                    cs_mm=2.7, amplitude_contrast=0.1, phase_shift_deg=0.0, bfactor_A2=0.0, scale=1.0)
+    out = apply_ctf(torch.as_tensor(img), ctf.batch(dtype=torch.float64), px).numpy()[0]
     padded = np.zeros((2 * box, 2 * box))
     padded[box // 2:box // 2 + box, box // 2:box // 2 + box] = img[0]
     weights = _reference_ctf(15000.0, 14000.0, 30.0, 2 * box, px)
@@ -173,11 +173,11 @@ def test_apply_ctf_matches_padded_numpy_reference():
     assert np.abs(np.fft.ifft2(spec).imag).max() < 1e-12
     brute = np.fft.fftshift(np.fft.ifft2(spec).real)[box // 2:box // 2 + box, box // 2:box // 2 + box]
     np.testing.assert_allclose(out, brute, atol=1e-10)
-    unit = CTFParams(defocus_u=0.0, defocus_v=0.0, defocus_angle_deg=0.0, voltage_kv=300.0, cs_mm=0.0,
-                     amp_contrast=1.0, phase_shift_deg=0.0, bfactor=0.0, scale=1.0)       # CTF ≡ 1
+    unit = CTFParams(defocus_u_A=0.0, defocus_v_A=0.0, defocus_angle_deg=0.0, voltage_kv=300.0, cs_mm=0.0,
+                     amplitude_contrast=1.0, phase_shift_deg=0.0, bfactor_A2=0.0, scale=1.0)       # CTF ≡ 1
     rows, cols = np.mgrid[:32, :32]
     blob = np.exp(-((rows - 15.0) ** 2 + (cols - 17.0) ** 2) / (2 * 2.0**2))[None]  # nothing at Nyquist
-    same = apply_ctf(torch.as_tensor(blob), unit.to_tensors(dtype=torch.float64), px).numpy()
+    same = apply_ctf(torch.as_tensor(blob), unit.batch(dtype=torch.float64), px).numpy()
     np.testing.assert_allclose(same, blob, atol=1e-6)
 
 
@@ -199,8 +199,8 @@ def test_simulation_is_seeded_with_the_requested_snr_and_balanced_halves():
     assert a.coords.shape == (60, 2) and np.abs(a.coords).max() <= 1.0
     np.testing.assert_array_equal(a.coords, b.coords)
     ctf = a.particles.ctf
-    assert np.all(ctf.defocus_u >= ctf.defocus_v)
-    assert np.all((ctf.defocus_u + ctf.defocus_v) / 2 >= 10000) and np.all((ctf.defocus_u + ctf.defocus_v) / 2 <= 25000)
+    assert np.all(ctf.defocus_u_A >= ctf.defocus_v_A)
+    assert np.all((ctf.defocus_u_A + ctf.defocus_v_A) / 2 >= 10000) and np.all((ctf.defocus_u_A + ctf.defocus_v_A) / 2 <= 25000)
     assert np.abs(a.particles.origins_A).max() <= 3.0 * a.particles.pixel_size
 
 
@@ -216,7 +216,7 @@ def test_particle_images_follow_their_motion_coordinates():
 
 
 def test_make_dataset_writes_a_complete_reproducible_set(tmp_path):
-    from flexview.io.particles import read_particles
+    from flexview.io.formats import read_particles
 
     ds = make_dataset(tmp_path / "a", kind="hinge", n_particles=40, box=16, snr=0.1, seed=2)
     desc = json.loads(ds.description.read_text())

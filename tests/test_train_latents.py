@@ -36,11 +36,30 @@ def test_coordinate_descent_never_increases_cost_on_rough_function():
 
 
 def test_gradient_descent_moves_towards_minimum_and_never_up():
-    centres = torch.tensor([[1.0, -2.0, 0.5, 0.0]]).repeat(10, 1)
-    objective = quadratic(centres, torch.ones(10, 4))
-    z0 = torch.zeros(10, 4)
-    z = gradient_descent(objective, z0, steps=4, step=0.5)
-    assert (objective(z) < objective(z0)).all()
+    """An isotropic quadratic: every step moves along the line to the known minimiser, by
+    ``step · 2⁻ⁱ`` when that brings z closer to it, and not at all when it would overshoot
+    further than the start (the reference is that one-dimensional rule, played out per particle)."""
+    g = torch.Generator().manual_seed(4)
+    n, steps, step = 40, 4, 0.5
+    z0 = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    direction = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    direction /= direction.norm(dim=1, keepdim=True)
+    distance = torch.linspace(0.05, 2.5, n, dtype=torch.float64)       # some within one step
+    centres = z0 + distance[:, None] * direction
+    objective = quadratic(centres, torch.ones(n, 4, dtype=torch.float64))
+    position = torch.zeros(n, dtype=torch.float64)                      # along the line, from z0
+    trajectory = []
+    for i in range(steps):
+        z = gradient_descent(objective, z0, steps=i + 1, step=step)
+        try_at = position + step * 0.5**i * torch.sign(distance - position)
+        position = torch.where((distance - try_at).abs() < (distance - position).abs(), try_at, position)
+        torch.testing.assert_close(z, z0 + position[:, None] * direction)
+        trajectory.append((z - centres).norm(dim=1))
+    remaining = torch.stack(trajectory)
+    assert (remaining[1:] <= remaining[:-1] + 1e-12).all()            # never further away
+    assert (remaining[-1] < distance).all()                             # every particle got closer
+    far = distance > step * (2 - 0.5 ** (steps - 1))
+    torch.testing.assert_close(remaining[-1][far], distance[far] - step * (2 - 0.5 ** (steps - 1)))
 
 
 def test_pca_latents_recover_a_planted_factor():

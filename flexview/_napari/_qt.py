@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from flexview.errors import FlexviewInputError
+from flexview.app.messages import error_text
 
 
 class PathPicker(QWidget):
@@ -114,13 +114,6 @@ def heading(text: str) -> QLabel:
     label = QLabel(f"<b>{text}</b>")
     label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
     return label
-
-
-def error_text(exc: BaseException) -> str:
-    """A one-line message for the user: the flexview input error as written, else type and text."""
-    if isinstance(exc, FlexviewInputError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def notify_error(exc: BaseException | str) -> None:

@@ -4,111 +4,26 @@ flow arrows and the deformed mesh.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 from superqt import QLabeledDoubleSlider
 
 from flexview._napari import _layers
-from flexview._napari._context import context_for
 from flexview._napari._plot import theme_colors
-from flexview._napari._qt import PathPicker, Relay, error_text, heading, notify_error, scroll_layout
-from flexview._napari._render import LatestRenderer
-from flexview._napari.latent_view import LatentView, view_names
+from flexview._napari._qt import PathPicker, Relay, heading, notify_error, scroll_layout
 from flexview._napari.scatter import ScatterCanvas
-from flexview.model.mesh import auto_threshold
+from flexview.app.context import context_for
+from flexview.app.explore import ExploreState, Rendered
+from flexview.app.latent_view import LatentView, view_names
+from flexview.app.messages import error_text
+from flexview.app.render import LatestRenderer
 from flexview.run import Run
 
 PLUGIN, WIDGET = "flexview", "Explore"
-
-
-@dataclass
-class Rendered:
-    """What the Explore widget shows at one latent point."""
-
-    z: np.ndarray
-    volume: np.ndarray                                   # (box, box, box)
-    vectors: np.ndarray | None = None                    # napari Vectors data (V, 2, 3)
-    surface: tuple[np.ndarray, np.ndarray] | None = None  # deformed mesh (vertices, faces)
-
-
-class ExploreState:
-    """The open run, the 2-D view of its latents and the current latent point ``z`` (K,).
-
-    Signals: ``run_changed(Run)``, ``view_changed(LatentView)``, ``z_changed(ndarray)``.
-    """
-
-    run_changed = Signal(object)
-    view_changed = Signal(object)
-    z_changed = Signal(object)
-
-    def __init__(self):
-        self.run: Run | None = None
-        self.view: LatentView | None = None
-        self.z: np.ndarray | None = None
-        self.arrow_scale = 5.0
-
-    def open(self, run: Run) -> None:
-        self.run = run
-        self.view = LatentView(run.latents)
-        self.run_changed.emit(run)
-        self.view_changed.emit(self.view)
-        self.set_z(np.median(run.latents, axis=0))
-
-    def set_view(self, name: str) -> None:
-        if self.run is None:
-            return
-        self.view = LatentView(self.run.latents, name)
-        self.view_changed.emit(self.view)
-
-    def set_z(self, z) -> None:
-        z = np.asarray(z, dtype=np.float32).reshape(-1)
-        if self.run is None:
-            raise ValueError("no run is open")
-        if z.shape != (self.run.config.latent_dim,):
-            raise ValueError(f"z has {z.size} values, the run has {self.run.config.latent_dim} latent dimensions")
-        self.z = z
-        self.z_changed.emit(z)
-
-    def pick(self, uv) -> None:
-        """Set z from view coordinates ``uv`` (2,) (components outside the view plane kept)."""
-        self.set_z(self.view.lift(uv, self.z))
-
-    def set_component(self, k: int, value: float) -> None:
-        z = self.z.copy()
-        z[k] = value
-        self.set_z(z)
-
-    def slider_range(self, k: int) -> tuple[float, float]:
-        """Range offered for dimension ``k``: the particles' span, at least ± 3 sd of the prior."""
-        values = self.run.latents[:, k]
-        lo, hi = float(min(values.min(), -3.0)), float(max(values.max(), 3.0))
-        return lo, hi
-
-    def render(self, z: np.ndarray, arrows: bool = False, mesh: bool = False) -> Rendered:
-        """Engine calls for one latent point (safe to run off the GUI thread)."""
-        volume = self.run.generate(z)
-        out = Rendered(z=z, volume=volume)
-        if arrows or mesh:
-            disp = self.run.displacement(z)
-            if arrows:
-                out.vectors = _layers.flow_vectors(self.run.mesh, disp, self.arrow_scale, min_length_A=1e-3)
-            if mesh:
-                out.surface = _layers.deformed_surface(self.run.mesh, disp)
-        return out
-
-    def iso_threshold(self) -> float:
-        """Iso-surface level: the automatic density threshold of the canonical map."""
-        canonical = self.run.model.canonical.volume.detach().cpu().numpy()
-        try:
-            return auto_threshold(canonical)
-        except ValueError:
-            return float(canonical.max()) / 2
 
 
 class ExploreWidget(QWidget):

@@ -1,200 +1,32 @@
 """Mesh widget: build the regular mesh over the consensus map, paint segments, choose which
 interfaces to fuse, cut, save, and hand the mesh file to Train.
 
-:class:`MeshState` holds the science-free bookkeeping (segments present, touching pairs, the fuse
-list and its validation) and calls the same engine as ``flexview mesh``; :class:`MeshWidget` is
-the Qt view over it.
+:class:`~flexview.app.mesh.MeshState` holds the bookkeeping and calls the same engine as
+``flexview mesh``; :class:`MeshWidget` is the Qt view over it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from psygnal import Signal
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor, QFont
 from qtpy.QtWidgets import (QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
-                            QSpinBox, QTableWidget, QTableWidgetItem, QWidget)
+                            QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from flexview._napari import _layers
-from flexview._napari._context import context_for
-from flexview._napari._qt import PathPicker, error_text, heading, notify_error, scroll_layout
+from flexview._napari._qt import PathPicker, heading, notify_error, scroll_layout
+from flexview.app.context import context_for
+from flexview.app.geometry import boundary_faces, physical_to_world
+from flexview.app.mesh import MeshState, vertex_average, vertex_segment
+from flexview.app.messages import error_text
 from flexview.errors import FlexviewInputError
-from flexview.model.cutmesh import (check_fuse_tree, cut_mesh, format_fuse, fuse_from_edges, parse_fuse,
-                                    propose_segments, touching_pairs)
-from flexview.model.mesh import TetMesh, auto_threshold, build_regular_mesh, read_map_at_box
+from flexview.model.mesh import TetMesh
 
 MAP_LAYER = "mesh map"
 SEGMENTS_LAYER = "segments"
 BASE_LAYER = "mesh"
 CUT_LAYER = "cut mesh"
-
-
-class MeshState:
-    """Map, base mesh, segments and fusion choices of a hand-cut mesh. Signal ``changed()``."""
-
-    changed = Signal()
-
-    def __init__(self):
-        self.map_path: Path | None = None
-        self.density: np.ndarray | None = None
-        self.pixel_size: float | None = None
-        self.base: TetMesh | None = None
-        self.cut: TetMesh | None = None
-        self.segments: list[int] = []
-        self.pairs: list[tuple[int, int]] = []
-        self.fuse_text = ""
-        self.rigid: set[int] = set()
-        self.pinned: set[int] = set()
-
-    # ------------------------------------------------------------------ map and base mesh
-    def load_map(self, path: str | Path, box: int | None = None) -> np.ndarray:
-        """Read the map, Fourier-cropped to the training ``box`` (as ``flexview mesh --box``)."""
-        self.density, self.pixel_size = read_map_at_box(path, box)
-        self.map_path, self.base, self.cut = Path(path), None, None
-        self.changed.emit()
-        return self.density
-
-    def auto_threshold(self) -> float:
-        return auto_threshold(self.density)
-
-    def build(self, threshold: float | None = None, cell_size_A: float | None = None,
-              cells_across: int = 20, dilate_A: float = 6.0) -> TetMesh:
-        """The regular mesh over the thresholded, dilated map (``flexview mesh`` without segments)."""
-        if self.density is None:
-            raise FlexviewInputError("choose a consensus map first", field="consensus map")
-        self.base = build_regular_mesh(self.density, self.pixel_size, threshold=threshold,
-                                       cell_size_A=cell_size_A or None, cells_across=cells_across,
-                                       dilate_A=dilate_A)
-        self.cut = None
-        self.changed.emit()
-        return self.base
-
-    def propose(self, threshold: float | None = None, n_segments: int = 2) -> np.ndarray:
-        """A starting segmentation: watershed of the thresholded map into ``n_segments`` parts."""
-        if self.density is None:
-            raise FlexviewInputError("choose a consensus map first", field="consensus map")
-        t = self.auto_threshold() if threshold is None else threshold
-        return propose_segments(self.density, t, n_segments, max(2, self.density.shape[0] // 10))
-
-    # ------------------------------------------------------------------ segments and fusion
-    def set_labels(self, labels: np.ndarray) -> None:
-        """Take the segments and the touching pairs from a label volume; drop choices that no longer apply."""
-        ids = np.unique(labels)
-        segments = [int(s) for s in ids if s != 0]
-        pairs = touching_pairs(labels) if segments else []
-        if (segments, pairs) != (self.segments, self.pairs):
-            self.segments, self.pairs = segments, pairs
-            self.rigid &= set(segments)
-            self.pinned &= set(segments)
-            kept = [p for p in self._parsed() if tuple(sorted(p)) in pairs]
-            self.fuse_text = format_fuse(kept) if kept != self._parsed() else self.fuse_text
-        self.changed.emit()
-
-    def _parsed(self) -> list[tuple[int, int]]:
-        try:
-            return parse_fuse(self.fuse_text)
-        except FlexviewInputError:
-            return []
-
-    def checked_pairs(self) -> set[tuple[int, int]]:
-        """The touching pairs that the fuse list joins, as ``(min, max)``."""
-        return {tuple(sorted(p)) for p in self._parsed()}
-
-    def set_fuse_text(self, text: str) -> None:
-        self.fuse_text = text.strip()
-        self.changed.emit()
-
-    def set_pair_checked(self, pair: tuple[int, int], on: bool) -> None:
-        """Fuse (or not) a touching pair; the fuse list is rewritten as a tree from its root."""
-        current = self._parsed()
-        edges = self.checked_pairs()
-        edges = edges | {tuple(sorted(pair))} if on else edges - {tuple(sorted(pair))}
-        root = current[0][0] if current else None
-        self.fuse_text = format_fuse(fuse_from_edges(edges, root))
-        self.changed.emit()
-
-    def set_flag(self, segment: int, kind: str, on: bool) -> None:
-        """Mark a segment ``"rigid"`` or ``"pinned"`` (or clear the mark)."""
-        chosen = self.rigid if kind == "rigid" else self.pinned
-        (chosen.add if on else chosen.discard)(int(segment))
-        self.changed.emit()
-
-    def fuse_problem(self) -> str:
-        """"" when the fuse list is a tree over touching segments, else the reason."""
-        try:
-            pairs = parse_fuse(self.fuse_text)
-            check_fuse_tree(pairs, self.segments)
-        except FlexviewInputError as exc:
-            return str(exc)
-        for a, b in pairs:
-            if tuple(sorted((a, b))) not in self.pairs:
-                return f"'{a}>{b}': segments {a} and {b} do not touch, so they cannot be fused"
-        return ""
-
-    def tree_text(self) -> str:
-        """The fusion tree as indented lines (``"0\\n└ 1\\n  └ 2"``), or the separate segments."""
-        pairs = self._parsed()
-        if not pairs:
-            return "no fusion: every segment moves on its own"
-        children: dict[int, list[int]] = {}
-        for a, b in pairs:
-            children.setdefault(a, []).append(b)
-        lines: list[str] = []
-
-        def walk(node: int, depth: int) -> None:
-            lines.append(("  " * (depth - 1) + "└ " if depth else "") + str(node))
-            for child in children.get(node, []):
-                walk(child, depth + 1)
-
-        walk(pairs[0][0], 0)
-        alone = [s for s in self.segments if s not in {x for p in pairs for x in p}]
-        if alone:
-            lines.append("separate: " + ", ".join(map(str, alone)))
-        return "\n".join(lines)
-
-    # ------------------------------------------------------------------ cut and save
-    def cut_with(self, labels: np.ndarray, rigid_weight: float = 20.0) -> TetMesh:
-        """Cut the base mesh by ``labels`` (over the map's box) with the current choices."""
-        if self.base is None:
-            raise FlexviewInputError("build the mesh first", field="mesh")
-        problem = self.fuse_problem()
-        if problem:
-            raise FlexviewInputError(problem, field="--fuse")
-        labels = np.asarray(labels)
-        px = self.pixel_size if labels.shape[0] == self.base.box else None
-        self.cut = cut_mesh(self.base, labels, self.fuse_text, rigid=sorted(self.rigid),
-                            pinned=sorted(self.pinned), rigid_weight=rigid_weight, labels_pixel_size=px)
-        self.changed.emit()
-        return self.cut
-
-    def mesh(self) -> TetMesh | None:
-        """The mesh to save: the cut mesh when there is one, else the base mesh."""
-        return self.cut if self.cut is not None else self.base
-
-    def save(self, path: str | Path) -> Path:
-        mesh = self.mesh()
-        if mesh is None:
-            raise FlexviewInputError("build the mesh first", field="mesh")
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
-        mesh.save(path)
-        return path
-
-
-def vertex_average(mesh: TetMesh, values: np.ndarray) -> np.ndarray:
-    """Per-vertex mean of a per-cell quantity (C,) over the cells that hold the vertex, (V,)."""
-    total = np.bincount(mesh.cells.ravel(), np.repeat(values, 4), minlength=mesh.n_vertices)
-    count = np.bincount(mesh.cells.ravel(), minlength=mesh.n_vertices)
-    return total / np.maximum(count, 1)
-
-
-def vertex_segment(mesh: TetMesh) -> np.ndarray:
-    """A segment per vertex (V,): the largest segment id of the cells that hold it."""
-    seg = np.zeros(mesh.n_vertices, np.int64)
-    np.maximum.at(seg, mesh.cells.ravel(), np.repeat(mesh.segment, 4))
-    return seg
 
 
 class MeshWidget(QWidget):
@@ -220,6 +52,12 @@ class MeshWidget(QWidget):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         layout = scroll_layout(self)
+        self._build_map(layout)
+        self._build_segments(layout)
+        self._build_fusion(layout)
+        self._build_output(layout)
+
+    def _build_map(self, layout: QVBoxLayout) -> None:
         layout.addWidget(heading("Map"))
         form = QFormLayout()
         self.map = PathPicker("open", "Maps (*.mrc *.map)", "consensus.mrc (or choose it in Data)")
@@ -232,20 +70,12 @@ class MeshWidget(QWidget):
         form.addRow("training box", self.box)
         self.threshold = QLineEdit()
         self.threshold.setToolTip("density threshold; empty: automatic (Otsu)")
-        self.cell_size = QDoubleSpinBox()
-        self.cell_size.setRange(0.0, 1000.0)
+        self.cell_size = _spin(QDoubleSpinBox(), (0.0, 1000.0), 0.0, "cell (cube) edge in Å; overrides cells across",
+                               suffix=" Å")
         self.cell_size.setSpecialValueText("auto")
-        self.cell_size.setSuffix(" Å")
-        self.cell_size.setToolTip("cell (cube) edge in Å; overrides cells across")
-        self.cells = QSpinBox()
-        self.cells.setRange(1, 200)
-        self.cells.setValue(20)
-        self.cells.setToolTip("cells across the box (cryoSPARC default 20)")
-        self.dilate = QDoubleSpinBox()
-        self.dilate.setRange(0.0, 100.0)
-        self.dilate.setValue(6.0)
-        self.dilate.setSuffix(" Å")
-        self.dilate.setToolTip("dilation of the thresholded map covered by the mesh")
+        self.cells = _spin(QSpinBox(), (1, 200), 20, "cells across the box (cryoSPARC default 20)")
+        self.dilate = _spin(QDoubleSpinBox(), (0.0, 100.0), 6.0, "dilation of the thresholded map covered by the mesh",
+                            suffix=" Å")
         for label, w in (("threshold", self.threshold), ("cell size", self.cell_size),
                          ("cells across", self.cells), ("dilation", self.dilate)):
             form.addRow(label, w)
@@ -258,15 +88,14 @@ class MeshWidget(QWidget):
         self.mesh_info.setWordWrap(True)
         layout.addWidget(self.mesh_info)
 
+    def _build_segments(self, layout: QVBoxLayout) -> None:
         layout.addWidget(heading("Segments"))
         hint = QLabel(f"paint the \"{SEGMENTS_LAYER}\" layer coarsely (brush, fill, erase; 0 is solvent), "
                       "or start from a proposal")
         hint.setWordWrap(True)
         layout.addWidget(hint)
         row = QHBoxLayout()
-        self.n_segments = QSpinBox()
-        self.n_segments.setRange(1, 50)
-        self.n_segments.setValue(2)
+        self.n_segments = _spin(QSpinBox(), (1, 50), 2, "")
         self.n_segments.setPrefix("parts: ")
         propose = QPushButton("Propose segments")
         propose.setToolTip("watershed of the thresholded map into this many parts")
@@ -274,21 +103,12 @@ class MeshWidget(QWidget):
         row.addWidget(self.n_segments)
         row.addWidget(propose, 1)
         layout.addLayout(row)
-        self.segment_table = QTableWidget(0, 4)
-        self.segment_table.setHorizontalHeaderLabels(["segment", "voxels", "rigid", "pinned"])
-        self.segment_table.verticalHeader().setVisible(False)
-        self.segment_table.setMaximumHeight(140)
-        self.segment_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.segment_table.itemChanged.connect(self._segment_item_changed)
+        self.segment_table = _table(["segment", "voxels", "rigid", "pinned"], self._segment_item_changed)
         layout.addWidget(self.segment_table)
 
+    def _build_fusion(self, layout: QVBoxLayout) -> None:
         layout.addWidget(heading("Fusion"))
-        self.pair_table = QTableWidget(0, 2)
-        self.pair_table.setHorizontalHeaderLabels(["fuse", "touching segments"])
-        self.pair_table.verticalHeader().setVisible(False)
-        self.pair_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.pair_table.setMaximumHeight(140)
-        self.pair_table.itemChanged.connect(self._pair_item_changed)
+        self.pair_table = _table(["fuse", "touching segments"], self._pair_item_changed)
         layout.addWidget(self.pair_table)
         self.fuse = QLineEdit()
         self.fuse.setPlaceholderText("e.g. 1>2, 2>3 (join 2 to 1, then 3 to 2)")
@@ -302,6 +122,7 @@ class MeshWidget(QWidget):
         self.tree.setWordWrap(True)
         layout.addWidget(self.tree)
 
+    def _build_output(self, layout: QVBoxLayout) -> None:
         layout.addWidget(heading("Cut and save"))
         self.cut_button = QPushButton("Cut")
         self.cut_button.setToolTip("split the mesh into one submesh per segment, fused where listed")
@@ -433,8 +254,8 @@ class MeshWidget(QWidget):
         self.viewer.reset_view()
 
     def _put_surface(self, name: str, mesh: TetMesh, values: np.ndarray, colors=None, colormap="viridis"):
-        verts = _layers.physical_to_world(mesh.vertices, mesh.box, mesh.pixel_size)
-        data = (verts, _layers.boundary_faces(mesh.cells), values)
+        verts = physical_to_world(mesh.vertices, mesh.box, mesh.pixel_size)
+        data = (verts, boundary_faces(mesh.cells), values)
         layer = _layers.find_layer(self.viewer, name)
         if layer is not None:
             self.viewer.layers.remove(layer)
@@ -521,3 +342,25 @@ def _check_item(on: bool) -> QTableWidgetItem:
     item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
     item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
     return item
+
+
+def _spin(spin, limits, value, tip: str, suffix: str = ""):
+    """``spin`` (a QSpinBox or QDoubleSpinBox) with its range, value, tooltip and suffix set."""
+    spin.setRange(*limits)
+    spin.setValue(value)
+    if tip:
+        spin.setToolTip(tip)
+    if suffix:
+        spin.setSuffix(suffix)
+    return spin
+
+
+def _table(headers: list[str], on_change) -> QTableWidget:
+    """A short table with stretched columns and no row numbers; ``on_change(item)`` on edits."""
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.setMaximumHeight(140)
+    table.itemChanged.connect(on_change)
+    return table

@@ -4,7 +4,7 @@ which the user picks a latent point, draws a path or lassoes a selection.
 Modes: ``"pick"`` (press or drag: :attr:`ScatterCanvas.picked`), ``"lasso"`` and ``"box"``
 (:attr:`ScatterCanvas.polygon_drawn`), ``"polyline"`` (each click adds a vertex:
 :attr:`ScatterCanvas.polyline_changed`), ``"none"``. Coordinates are those of a
-:class:`~flexview._napari.latent_view.LatentView`.
+:class:`~flexview.app.latent_view.LatentView`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from qtpy.QtCore import Signal
 from scipy.ndimage import gaussian_filter
 
 from flexview._napari._plot import PlotCanvas, PlotColors
-from flexview._napari.latent_view import LatentView
+from flexview.app.latent_view import LatentView
 
 MODES = ("pick", "lasso", "box", "polyline", "none")
 DOTS_UP_TO = 20_000    # fewer particles than this are also drawn as dots over the density

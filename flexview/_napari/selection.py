@@ -6,103 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from psygnal import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from flexview._napari._context import FollowsContextRun, context_for
+from flexview._napari._context import FollowsContextRun
 from flexview._napari._plot import theme_colors
-from flexview._napari._qt import PathPicker, error_text, heading, notify_error, run_folder_row, scroll_layout
-from flexview._napari.latent_view import LatentView, view_names
+from flexview._napari._qt import PathPicker, heading, notify_error, run_folder_row, scroll_layout
 from flexview._napari.scatter import ScatterCanvas
-from flexview.errors import FlexviewInputError
-from flexview.io import read_particles, write_cs, write_star
-from flexview.io.particles import ParticleSet
+from flexview.app.context import context_for
+from flexview.app.latent_view import view_names
+from flexview.app.messages import error_text
+from flexview.app.select import SelectState
 from flexview.run import Run
-from flexview.train.runfolder import LATENT_COLUMN
 
 TOOLS = {"lasso": "lasso", "box": "box"}
-
-
-class SelectState:
-    """The run, a view of its latents and the selected particles ``mask`` (M,) bool.
-
-    Signals: ``run_changed(Run)``, ``selection_changed(mask)``.
-    """
-
-    run_changed = Signal(object)
-    selection_changed = Signal(object)
-
-    def __init__(self):
-        self.run: Run | None = None
-        self.view: LatentView | None = None
-        self.mask: np.ndarray = np.zeros(0, dtype=bool)
-        self.polygon: np.ndarray | None = None
-        self._particles: ParticleSet | None = None
-
-    def set_run(self, run: Run) -> None:
-        self.run, self._particles = run, None
-        self.view = LatentView(run.latents)
-        self.run_changed.emit(run)
-        self.clear()
-
-    def set_view(self, name: str) -> None:
-        self.view = LatentView(self.run.latents, name)
-        self.clear()
-
-    # ------------------------------------------------------------------ selecting
-    def select_polygon(self, polygon: np.ndarray) -> int:
-        """Select the particles inside ``polygon`` (P, 2), in the coordinates of :attr:`view`
-        (latent coordinates for a K = 2 run). Returns the count."""
-        self.polygon = np.asarray(polygon, dtype=float).reshape(-1, 2)
-        self.mask = self.view.inside(self.polygon)
-        self.selection_changed.emit(self.mask)
-        return int(self.mask.sum())
-
-    def invert(self) -> int:
-        self.polygon = None
-        self.mask = ~self.mask
-        self.selection_changed.emit(self.mask)
-        return int(self.mask.sum())
-
-    def clear(self) -> None:
-        self.polygon = None
-        self.mask = np.zeros(0 if self.run is None else len(self.run.latents), dtype=bool)
-        self.selection_changed.emit(self.mask)
-
-    @property
-    def count(self) -> int:
-        return int(self.mask.sum())
-
-    # ------------------------------------------------------------------ export
-    def particles(self) -> ParticleSet:
-        """The run's input particles (its ``config.particles``), with latent columns added."""
-        if self._particles is None:
-            cfg = self.run.config
-            particles = read_particles(cfg.particles, cfg.project_dir)
-            z = self.run.latents
-            if len(particles) != len(z):
-                raise FlexviewInputError(f"the file has {len(particles)} particles but the run has "
-                                         f"{len(z)} latent rows", cfg.particles, "particles")
-            columns = {LATENT_COLUMN.format(k + 1): z[:, k].astype(np.float64) for k in range(z.shape[1])}
-            self._particles = particles.with_columns(**columns)
-        return self._particles
-
-    def subset(self) -> ParticleSet:
-        if self.count == 0:
-            raise ValueError("nothing selected: draw a lasso or a box on the scatter")
-        return self.particles().subset(np.nonzero(self.mask)[0])
-
-    def export(self, star: str | Path | None = None, cs: str | Path | None = None) -> list[Path]:
-        """Write the selected particles as STAR and/or .cs; returns the paths written."""
-        subset = self.subset()
-        written = []
-        if star:
-            write_star(star, subset)
-            written.append(Path(star))
-        if cs:
-            write_cs(cs, subset)
-            written.append(Path(cs))
-        return written
 
 
 class SelectWidget(FollowsContextRun, QWidget):

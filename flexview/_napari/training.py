@@ -1,95 +1,31 @@
 """Train widget: the TrainConfig parameters, an output folder, Start / Pause / Stop / Resume.
 
-Training runs in a napari ``thread_worker`` driving :meth:`TrainingSession.iterate` (on the GPU
-when present); the GUI thread only draws the progress, the loss curves, the latent scatter and
-swaps the canonical map layer's data. Stop ends the session's generator, which writes a complete,
-resumable run folder.
+Training runs in a napari ``thread_worker`` driving :func:`flexview.app.train.training_updates`
+(on the GPU when present); the GUI thread only draws the progress, the loss curves, the latent
+scatter and swaps the canonical map layer's data. Stop ends the session's generator, which
+writes a complete, resumable run folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
-import numpy as np
-import torch
-from psygnal import Signal
+from matplotlib.ticker import AutoLocator
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QWidget
 from superqt import QCollapsible
 
 from flexview._napari import _layers
 from flexview._napari._config_form import ESSENTIAL, INPUTS, ConfigForm
-from flexview._napari._context import context_for
 from flexview._napari._plot import PlotCanvas, theme_colors
-from flexview._napari._qt import PathPicker, error_text, heading, notify_error, scroll_layout
-from flexview._napari.latent_view import LatentView
+from flexview._napari._qt import PathPicker, heading, notify_error, scroll_layout
 from flexview._napari.scatter import ScatterCanvas
+from flexview.app.context import context_for
+from flexview.app.latent_view import LatentView
+from flexview.app.train import STOP, TrainResult, TrainState, TrainUpdate, training_updates
 from flexview.errors import FlexviewInputError
-from flexview.train import Progress, TrainConfig, TrainingSession
-from flexview.train.runfolder import RunFolder, read_log
+from flexview.train import TrainConfig
 
 CANONICAL = "flexview canonical"
-STOP = "stop"
-
-
-@dataclass
-class TrainUpdate:
-    """What the worker sends to the GUI after each iteration (``progress`` None: before the first)."""
-
-    progress: Progress | None
-    iteration: int
-    total: int
-    pixel_size: float
-    volume: np.ndarray | None = None     # canonical map (box, box, box), every few iterations
-    latents: np.ndarray | None = None    # (M, K), with the volume
-
-
-@dataclass
-class TrainResult:
-    """How the worker ended: the run folder, where training got to, whether it completed."""
-
-    folder: Path
-    iteration: int
-    total: int
-    finished: bool
-
-
-def training_updates(cfg: TrainConfig, out: str | Path, *, resume: bool = False, refresh_every: int = 5):
-    """Generator run by the worker: start (or resume) a session and yield a :class:`TrainUpdate`
-    per iteration. Sending :data:`STOP` ends it after the current iteration; the session then
-    writes its outputs (a resumable run folder). Returns a :class:`TrainResult`."""
-    if resume:
-        session = TrainingSession.resume(out, {"epochs": cfg.epochs, "device": cfg.device})
-    else:
-        session = TrainingSession.start(cfg, out)
-    trainer = session.trainer
-    steps = session.iterate()
-    started = False
-    try:
-        command = yield _snapshot(session, None, True)
-        while command != STOP:
-            record = next(steps, None)
-            started = True
-            if record is None:
-                break
-            fresh = trainer.iteration >= trainer.total_iters or trainer.iteration % max(1, refresh_every) == 0
-            command = yield _snapshot(session, record, fresh)
-    finally:
-        steps.close()  # the session writes its outputs when its generator ends or closes
-        if not started:
-            session.save_checkpoint()
-            session.write_outputs()
-    return TrainResult(Path(out), trainer.iteration, trainer.total_iters, session.finished)
-
-
-def _snapshot(session: TrainingSession, record: Progress | None, with_maps: bool) -> TrainUpdate:
-    trainer = session.trainer
-    update = TrainUpdate(record, trainer.iteration, trainer.total_iters, trainer.model.pixel_size)
-    if with_maps:
-        with torch.no_grad():  # the band-limited density, as the run folder's canonical.mrc holds it
-            update.volume = trainer.model.canonical.density().cpu().numpy().copy()
-        update.latents = trainer.latents.numpy().copy()
-    return update
 
 
 def _closing_worker_class():
@@ -113,64 +49,6 @@ def _stop_worker(worker) -> None:
     """End a training worker after its current iteration (its run folder is then written)."""
     worker.send(STOP)
     worker.resume()
-
-
-class TrainState:
-    """The losses seen so far and the state of the run (``idle``, ``running``, ``paused``,
-    ``stopping``, ``finished``, ``stopped``, ``failed``). Signal ``changed()``."""
-
-    changed = Signal()
-
-    def __init__(self):
-        self.history: list[Progress] = []
-        self.status = "idle"
-        self.result: TrainResult | None = None
-        self.error: str = ""
-        self.out: Path | None = None
-
-    def begin(self, out: Path, resume: bool) -> None:
-        self.out, self.result, self.error, self.status = out, None, "", "running"
-        if not resume:
-            self.history = []
-        elif not self.history:  # resuming a run this widget did not start: its log so far
-            self.history = _read_history(RunFolder(out).log)
-        self.changed.emit()
-
-    def record(self, update: TrainUpdate) -> None:
-        if update.progress is not None:
-            self.history = [p for p in self.history if p.iteration < update.progress.iteration]
-            self.history.append(update.progress)
-
-    def end(self, result: TrainResult) -> None:
-        self.result = result
-        self.status = "finished" if result.finished else "stopped"
-        self.changed.emit()
-
-    def fail(self, exc: BaseException) -> None:
-        self.status, self.error = "failed", error_text(exc)
-        self.changed.emit()
-
-    def set_status(self, status: str) -> None:
-        self.status = status
-        self.changed.emit()
-
-    def curves(self) -> dict[str, np.ndarray]:
-        """Per-iteration arrays: iteration, data, rigidity, band_A."""
-        h = self.history
-        return {key: np.array([getattr(p, key) for p in h], dtype=float)
-                for key in ("iteration", "data", "rigidity", "band_A")}
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("running", "paused", "stopping")
-
-
-def _read_history(log: Path) -> list[Progress]:
-    """Progress records of a run folder's ``log.csv`` (empty when absent or not understood)."""
-    try:
-        return [Progress(**row) for row in read_log(log)]
-    except TypeError:  # a log written by another version, with other columns
-        return []
 
 
 class TrainWidget(QWidget):
@@ -241,7 +119,7 @@ class TrainWidget(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         colors = theme_colors(self.viewer)
-        self.loss_plot = PlotCanvas(colors, height=2.0, margins=(56, 64, 40, 12))
+        self.loss_plot = PlotCanvas(colors, height=2.0, margins=(66, 64, 40, 12))
         self._loss_axes2 = self.loss_plot.axes.twinx()
         self.loss_plot.style_axes(self._loss_axes2)
         self._style_loss_axes()
@@ -261,6 +139,11 @@ class TrainWidget(QWidget):
         ax2.set_ylabel("rigidity", fontsize=8, color=c.secondary)
         self._data_line, = ax.plot([], [], color=c.accent, linewidth=1.2)
         self._rigid_line, = ax2.plot([], [], color=c.secondary, linewidth=1.0)
+        for axes in (ax, ax2):  # no made-up ticks before the first iteration
+            axes.set_xticks([])
+            axes.set_yticks([])
+        self._loss_empty = ax.text(0.5, 0.5, "no iterations yet", transform=ax.transAxes, ha="center",
+                                   va="center", color=c.text, fontsize=9)
 
     # ------------------------------------------------------------------ inputs
     def _on_inputs(self, inputs) -> None:
@@ -365,6 +248,12 @@ class TrainWidget(QWidget):
         curves = self.state.curves()
         self._data_line.set_data(curves["iteration"], curves["data"])
         self._rigid_line.set_data(curves["iteration"], curves["rigidity"])
+        if self._loss_empty is not None:
+            self._loss_empty.remove()
+            self._loss_empty = None
+            for ax in (self.loss_plot.axes, self._loss_axes2):
+                ax.xaxis.set_major_locator(AutoLocator())
+                ax.yaxis.set_major_locator(AutoLocator())
         for ax in (self.loss_plot.axes, self._loss_axes2):
             ax.relim()
             ax.autoscale_view()

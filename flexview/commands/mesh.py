@@ -55,8 +55,10 @@ def _read_segments(path: str, extent_A: float) -> tuple[np.ndarray, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flexview.io.meshfile import write_mesh
     from flexview.model.cutmesh import cut_mesh, parse_fuse
-    from flexview.model.mesh import build_regular_mesh, read_map_at_box
+    from flexview.model.mesh import build_regular_mesh
+    from flexview.preprocess import read_map_at_box
 
     fuse = parse_fuse(args.fuse)
     rigid, pinned = parse_ids(args.rigid, "--rigid"), parse_ids(args.pinned, "--pinned")
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         labels, voxel = _read_segments(args.segments, density.shape[0] * px)
         mesh = cut_mesh(mesh, labels, fuse, rigid=rigid, pinned=pinned, rigid_weight=args.rigid_weight,
                         labels_pixel_size=voxel)
-    mesh.save(args.out)
+    write_mesh(args.out, mesh)
     print(f"flexview mesh: {mesh.n_cells} cells, {mesh.n_vertices} vertices, cube edge "
           f"{mesh.grid_spacing:.2f} Å, box {mesh.box} at {mesh.pixel_size:.3f} Å/px -> {args.out}")
     for s in np.unique(mesh.segment) if args.segments else []:

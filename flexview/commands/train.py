@@ -1,45 +1,21 @@
 """``flexview train``: fit a 3DFlex model to particles and write a run folder."""
 from __future__ import annotations
 
+import argparse
 import sys
-from dataclasses import fields
 
+from flexview.commands._params import add_param_options, build, given_params, set_epilog
+from flexview.params import table
 from flexview.train.config import TrainConfig
-
-# command-line option → TrainConfig field, for the options every user needs; the rest via --set
-OPTIONS = {
-    "map": "consensus_map", "mask": "mask", "mesh": "mesh", "project_dir": "project_dir",
-    "box": "box", "latent_dim": "latent_dim", "epochs": "epochs", "batch_size": "batch_size",
-    "device": "device", "seed": "seed", "kernel": "kernel", "cells_across": "cells_across",
-    "cell_size": "cell_size_A", "rigidity": "rigidity_weight", "latent_init": "latent_init",
-    "halves": "halves", "checkpoint_every": "checkpoint_every",
-}
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a flexible model (3DFlex) on particles",
-                       description="Train the canonical map, flow generator and per-particle latents.")
-    p.add_argument("particles", nargs="?", help="particles (.star or .cs) with poses and CTF")
-    p.add_argument("--map", help="consensus map (.mrc) over the same box as the particles")
+                       description="Train the canonical map, flow generator and per-particle latents.",
+                       epilog=set_epilog(TrainConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("particles", nargs="?", help=table(TrainConfig)["particles"].param.help)
     p.add_argument("--out", required=True, help="run folder to create (or resume)")
-    p.add_argument("--mask", help="solvent mask (.mrc); default: thresholded, dilated consensus map")
-    p.add_argument("--mesh", help="tetrahedral mesh (.npz from `flexview mesh`); default: regular mesh")
-    p.add_argument("--project-dir", help="folder that relative image paths are resolved against")
-    p.add_argument("--box", type=int, help="training box in pixels (default 64)")
-    p.add_argument("--latent-dim", type=int, help="latent dimensions K (default 2)")
-    p.add_argument("--epochs", type=int, help="passes over the particles (default 20)")
-    p.add_argument("--batch-size", type=int, help="particles per minibatch (default 500)")
-    p.add_argument("--device", help="cuda, cpu or auto (default auto: the GPU when present)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--kernel", choices=["linear", "cubic"], help="scatter kernel (default linear)")
-    p.add_argument("--cells-across", type=int, help="mesh cells across the box (default 20)")
-    p.add_argument("--cell-size", type=float, help="mesh cell size in Å (overrides --cells-across)")
-    p.add_argument("--rigidity", type=float, help="rigidity weight λ (default 2)")
-    p.add_argument("--latent-init", help="zeros, pca, or a .npy/.cs file (default zeros)")
-    p.add_argument("--halves", choices=["all", "A", "B"], help="train on all particles or one half set")
-    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (default 50)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="any other parameter of the run (see config.json), e.g. --set lr_flow=5e-4")
+    add_param_options(p, TrainConfig, example="lr_flow=5e-4")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--split-halves", action="store_true",
                    help="gold standard: train one independent model per half set, in --out/half_A and "
@@ -48,30 +24,11 @@ def register(sub) -> None:
 
 
 def overrides(args) -> dict:
-    """Parameters the user gave on the command line, as TrainConfig fields."""
-    given = {field: getattr(args, opt) for opt, field in OPTIONS.items() if getattr(args, opt) is not None}
+    """Parameters the user gave on the command line, as checked TrainConfig fields."""
+    given = given_params(args, TrainConfig)
     if args.particles:
         given["particles"] = args.particles
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in types:
-            raise SystemExit(f"flexview train: error: unknown parameter {name!r} in --set")
-        given[name] = _parse(value, TrainConfig.__dataclass_fields__[name].default)
     return given
-
-
-def _parse(text: str, default):
-    if isinstance(default, bool):
-        return text.lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float) or default is None:
-        try:
-            return float(text)
-        except ValueError:
-            return None if text.lower() == "none" else text
-    return text
 
 
 def run(args) -> int:
@@ -83,10 +40,10 @@ def run(args) -> int:
     if args.resume:
         session = TrainingSession.resume(args.out, given)
     else:
-        if "particles" not in given or "consensus_map" not in given:
+        if not given.get("particles") or not given.get("consensus_map"):
             print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
             return 2
-        session = TrainingSession.start(TrainConfig(**given), args.out)
+        session = TrainingSession.start(build(TrainConfig, given), args.out)
     return report(session)
 
 
@@ -101,7 +58,7 @@ def run_split_halves(args, given: dict) -> int:
         print("flexview train: error: --split-halves trains both half sets; leave out --halves", file=sys.stderr)
         return 2
     root = Path(args.out)
-    if not args.resume and ("particles" not in given or "consensus_map" not in given):
+    if not args.resume and not (given.get("particles") and given.get("consensus_map")):
         print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
         return 2
     if not args.resume:
@@ -116,7 +73,7 @@ def run_split_halves(args, given: dict) -> int:
             if "particles" not in values:    # resumed before this half started: half A's parameters
                 saved = TrainConfig.from_json(root / "half_A" / "config.json").__dict__
                 values = {**{k: v for k, v in saved.items() if k != "versions"}, **values}
-            session = TrainingSession.start(TrainConfig(**{**values, "halves": half}), folder)
+            session = TrainingSession.start(build(TrainConfig, {**values, "halves": half}), folder)
         report(session)
     return 0
 

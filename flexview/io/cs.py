@@ -34,20 +34,20 @@ from flexview.errors import FlexviewInputError
 from flexview.io._atomic import atomic_path
 from flexview.io.mrc import stack_header
 from flexview.io.particles import ParticleSet, SignedImages, StackImages, stack_references
-from flexview.io.star import complete_optics, float32_to_decimal, relative_path
+from flexview.io.tables import complete_optics, float32_to_decimal, relative_path
 from flexview.model.ctf import CTFParams
 from flexview.model.pose import matrix_to_rotvec, rotvec_to_matrix
 
 # ctf field -> (CTFParams field, factor to CTFParams units, default: number, other cs field, or None = required)
 CTF_FIELDS = {
-    "ctf/df1_A": ("defocus_u", 1.0, None),
-    "ctf/df2_A": ("defocus_v", 1.0, "ctf/df1_A"),
+    "ctf/df1_A": ("defocus_u_A", 1.0, None),
+    "ctf/df2_A": ("defocus_v_A", 1.0, "ctf/df1_A"),
     "ctf/df_angle_rad": ("defocus_angle_deg", 180.0 / np.pi, 0.0),
     "ctf/accel_kv": ("voltage_kv", 1.0, None),
     "ctf/cs_mm": ("cs_mm", 1.0, None),
-    "ctf/amp_contrast": ("amp_contrast", 1.0, None),
+    "ctf/amp_contrast": ("amplitude_contrast", 1.0, None),
     "ctf/phase_shift_rad": ("phase_shift_deg", 180.0 / np.pi, 0.0),
-    "ctf/bfactor": ("bfactor", 1.0, 0.0),
+    "ctf/bfactor": ("bfactor_A2", 1.0, 0.0),
     "ctf/scale": ("scale", 1.0, 1.0),
 }
 BLOB = ("blob/path", "blob/idx", "blob/shape", "blob/psize_A", "blob/sign")
@@ -250,7 +250,7 @@ def _optics_table(data: np.ndarray, groups: np.ndarray, pixel_size: float, box: 
     if ctf is not None:
         optics["rlnVoltage"] = ctf.voltage_kv[first]
         optics["rlnSphericalAberration"] = ctf.cs_mm[first]
-        optics["rlnAmplitudeContrast"] = ctf.amp_contrast[first]
+        optics["rlnAmplitudeContrast"] = ctf.amplitude_contrast[first]
     for name in data.dtype.names:
         if name.startswith(OPTICS_PREFIX) and data[name].ndim == 1:
             optics[name[len(OPTICS_PREFIX):]] = _column(data[name])[first]

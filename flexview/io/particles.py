@@ -3,7 +3,7 @@
 A :class:`ParticleSet` holds N particle images (read lazily from one or many stacks), a pose per
 particle (RELION rotation matrix ``A`` and RELION origin in Å), CTF parameters, the half-set id,
 the optics group and any extra per-particle columns, so a subset can be written back to STAR or
-``.cs`` without losing a field.
+``.cs`` without losing a field. :func:`flexview.io.formats.read_particles` reads either format.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from flexview.errors import FlexviewInputError
+from flexview.io.mrc import open_stack
 from flexview.model.ctf import CTFParams
 
 
@@ -118,8 +119,6 @@ class StackImages(ImageSource):
 
     def _stack(self, f: int) -> np.ndarray:
         if f not in self._open:
-            from flexview.io.mrc import open_stack  # local: mrc imports nothing from here
-
             if not self.paths[f].is_file():
                 raise FlexviewInputError("image stack not found", self.paths[f], self.field)
             self._open[f] = open_stack(self.paths[f])
@@ -299,6 +298,11 @@ class ParticleSet:
         return len(self.extra)
 
     @property
+    def extent_A(self) -> float:
+        """Edge of the images in Å (box × pixel size): the extent a map of these particles spans."""
+        return self.box * self.pixel_size
+
+    @property
     def has_poses(self) -> bool:
         return self.rotations is not None and self.origins_A is not None
 
@@ -347,31 +351,3 @@ class ParticleSet:
             if not checks[w]:
                 raise FlexviewInputError(f"the particles have no {w.replace('_', ' ')}", self.source,
                                          field_names[w])
-
-
-def read_particles(path: str | Path, project_dir: str | Path | None = None, *,
-                   validate: bool = False) -> ParticleSet:
-    """Read a RELION ``.star`` or cryoSPARC ``.cs`` particle file.
-
-    Parameters
-    ----------
-    path : str or Path
-        The metadata file; its suffix picks the reader.
-    project_dir : str or Path, optional
-        Folder against which image paths are also resolved (RELION project, cryoSPARC project).
-    validate : bool
-        Also open every image stack and check it exists, is square at the right box and holds
-        every referenced image (see :meth:`StackImages.validate`).
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".star":
-        from flexview.io.star import read_star  # local: star imports this module
-
-        return read_star(path, project_dir, validate=validate)
-    if suffix == ".cs":
-        from flexview.io.cs import read_cs
-
-        return read_cs(path, project_dir, validate=validate)
-    raise FlexviewInputError(f"unknown particle file type '{path.suffix}' (expected .star or .cs)", path,
-                             "file name")

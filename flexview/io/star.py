@@ -19,7 +19,8 @@ STAR column(s)                                ParticleSet field
 
 Every other particle column is kept in ``ParticleSet.extra`` under its STAR name; optics columns
 are kept in ``ParticleSet.optics``. Optics values may be overridden per particle by a particle
-column of the same name. Writing produces the RELION 3.1 layout.
+column of the same name. :mod:`flexview.io.star_write` writes the RELION 3.1 layout. The STAR
+text itself is parsed by the ``starfile`` package (Hall 1991, J. Chem. Inf. Comput. Sci. 31:326).
 """
 from __future__ import annotations
 
@@ -31,38 +32,30 @@ import pandas as pd
 import starfile
 
 from flexview.errors import FlexviewInputError
-from flexview.io._atomic import atomic_path
 from flexview.io.mrc import stack_header
-from flexview.io.particles import ParticleSet, StackImages, stack_references
+from flexview.io.particles import ParticleSet, StackImages
+from flexview.io.tables import GROUP, OPTICS_CTF, complete_optics
 from flexview.model.ctf import CTFParams
-from flexview.model.pose import euler_to_matrix, matrix_to_euler
+from flexview.model.pose import euler_to_matrix
 
 ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 ORIGINS_A = ("rlnOriginXAngst", "rlnOriginYAngst")
 ORIGINS_PX = ("rlnOriginX", "rlnOriginY")
 # CTF columns that live in data_particles: column -> (CTFParams field, default or None if required)
 PARTICLE_CTF = {
-    "rlnDefocusU": ("defocus_u", None),
-    "rlnDefocusV": ("defocus_v", "rlnDefocusU"),
+    "rlnDefocusU": ("defocus_u_A", None),
+    "rlnDefocusV": ("defocus_v_A", "rlnDefocusU"),
     "rlnDefocusAngle": ("defocus_angle_deg", 0.0),
     "rlnPhaseShift": ("phase_shift_deg", 0.0),
-    "rlnCtfBfactor": ("bfactor", 0.0),
+    "rlnCtfBfactor": ("bfactor_A2", 0.0),
     "rlnCtfScalefactor": ("scale", 1.0),
 }
-# CTF columns that live in data_optics (and may be overridden per particle)
-OPTICS_CTF = {"rlnVoltage": "voltage_kv", "rlnSphericalAberration": "cs_mm", "rlnAmplitudeContrast": "amp_contrast"}
 PIXEL_SIZE_COLUMNS = ("rlnImagePixelSize", "rlnDetectorPixelSize", "rlnMagnification")
 REFUSED = {
     "rlnCtfDataAreCtfPremultiplied": "the images are CTF-premultiplied; flexview needs images that are not",
     "rlnCtfDataArePhaseFlipped": "the images are phase-flipped; flexview needs images that are not",
 }
-GROUP = "rlnOpticsGroup"
-FLOAT_FORMAT = "%.10g"
 
-
-# ----------------------------------------------------------------------------------------------
-# reading
-# ----------------------------------------------------------------------------------------------
 
 def read_star(path: str | Path, project_dir: str | Path | None = None, *, validate: bool = False) -> ParticleSet:
     """Read a RELION particle STAR file (3.0 or 3.1+ layout).
@@ -371,146 +364,3 @@ def _optics_summary(optics: pd.DataFrame, table: pd.DataFrame, pixel_size: float
         for column, name in OPTICS_CTF.items():
             out[column] = [getattr(ctf, name)[first[g]] for g in out[GROUP]]
     return complete_optics(out, pixel_size, box)
-
-
-def complete_optics(optics: pd.DataFrame, pixel_size: float, box: int) -> pd.DataFrame:
-    """An optics table (``rlnOpticsGroup`` column required) completed with group name, pixel size (Å),
-    box (px, omitted when 0) and dimensionality, columns in RELION order."""
-    optics = optics.copy()
-    if "rlnOpticsGroupName" not in optics.columns:
-        optics["rlnOpticsGroupName"] = [f"opticsGroup{g}" for g in optics[GROUP]]
-    optics["rlnImagePixelSize"] = float(pixel_size)
-    if box:
-        optics["rlnImageSize"] = int(box)
-    if "rlnImageDimensionality" not in optics.columns:
-        optics["rlnImageDimensionality"] = 2
-    first = [GROUP, "rlnOpticsGroupName", *OPTICS_CTF, "rlnImagePixelSize", "rlnImageSize"]
-    order = [c for c in first if c in optics.columns] + [c for c in optics.columns if c not in first]
-    return optics[order].reset_index(drop=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# writing
-# ----------------------------------------------------------------------------------------------
-
-def write_star(path: str | Path, particles: ParticleSet, *, image_root: str | Path | None = None) -> None:
-    """Write ``particles`` as a RELION 3.1 STAR file (``data_optics`` + ``data_particles``), atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-    particles : ParticleSet
-        Its images must be stacks on disk (:class:`StackImages`, possibly subset).
-    image_root : str or Path, optional
-        Folder that ``rlnImageName`` paths are written relative to; by default the folder of
-        ``path`` (the reader's first choice). Paths with nothing in common with it stay absolute.
-    """
-    path = Path(path)
-    root = Path(os.path.abspath(image_root if image_root is not None else path.parent))
-    optics = _optics_out(particles)
-    table = _particles_out(particles, optics, root, path)
-    with atomic_path(path) as tmp:
-        starfile.write({"optics": optics, "particles": table}, tmp, float_format=FLOAT_FORMAT)
-
-
-def _optics_out(particles: ParticleSet) -> pd.DataFrame:
-    """One optics row per group in use; CTF optics values from the group's first particle."""
-    groups = np.asarray(particles.optics_group, dtype=np.int64)
-    used = np.unique(groups)
-    optics = particles.optics
-    if GROUP in optics.columns:
-        optics = optics[optics[GROUP].isin(used)]
-    else:
-        optics = pd.DataFrame({GROUP: []})
-    missing = [g for g in used if g not in set(optics[GROUP])]
-    optics = pd.concat([optics, pd.DataFrame({GROUP: missing})], ignore_index=True)
-    optics[GROUP] = optics[GROUP].astype(np.int64)
-    optics = optics.sort_values(GROUP).reset_index(drop=True)
-    if particles.ctf is not None:
-        first = [int(np.argmax(groups == g)) for g in optics[GROUP]]
-        for column, name in OPTICS_CTF.items():
-            optics[column] = getattr(particles.ctf, name)[first]
-    return complete_optics(optics, particles.pixel_size, particles.box)
-
-
-def _particles_out(particles: ParticleSet, optics: pd.DataFrame, root: Path, path: Path) -> pd.DataFrame:
-    """The data_particles table: mapped fields first, then every extra column."""
-    n = len(particles)
-    columns: dict[str, np.ndarray] = {"rlnImageName": _image_names(particles, root, path)}
-    if particles.rotations is not None:
-        angles = matrix_to_euler(particles.rotations)
-        columns.update({c: angles[:, i] for i, c in enumerate(ANGLES)})
-    if particles.origins_A is not None:
-        columns.update({c: particles.origins_A[:, i] for i, c in enumerate(ORIGINS_A)})
-    if particles.ctf is not None:
-        columns.update(_ctf_columns(particles, optics))
-    columns[GROUP] = np.asarray(particles.optics_group, dtype=np.int64)
-    if particles.has_half_sets:
-        columns["rlnRandomSubset"] = particles.half_set.astype(np.int64) + 1
-    table = pd.DataFrame(columns, index=pd.RangeIndex(n))
-    for name in particles.extra.columns:
-        if name in table.columns:
-            raise FlexviewInputError("an extra column has the name of a mapped STAR column", path, name)
-        values = particles.extra[name].to_numpy()
-        table[name] = float32_to_decimal(values) if values.dtype == np.float32 else values
-    return table
-
-
-def _ctf_columns(particles: ParticleSet, optics: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per-particle CTF columns, plus optics CTF values as overrides where they differ from the group's."""
-    ctf = particles.ctf
-    out = {column: getattr(ctf, name) for column, (name, _) in PARTICLE_CTF.items()}
-    rows = np.searchsorted(optics[GROUP].to_numpy(), particles.optics_group)  # optics is sorted by group
-    for column, name in OPTICS_CTF.items():
-        values = getattr(ctf, name)
-        if not np.array_equal(values, optics[column].to_numpy(np.float64)[rows]):
-            out[column] = values
-    return out
-
-
-def _image_names(particles: ParticleSet, root: Path, path: Path) -> np.ndarray:
-    """``NNNNNN@stack`` for every particle, stack paths relative to ``root`` where possible."""
-    refs = stack_references(particles.images)
-    if refs is None:
-        raise FlexviewInputError("the images are not in stack files on disk; write them with write_stack "
-                                 "first", path, "rlnImageName")
-    if (refs.factor != 1).any():
-        raise FlexviewInputError("some images have opposite contrast (cryoSPARC blob/sign +1); RELION has "
-                                 "no field for that: write the sign-corrected images to a stack first",
-                                 path, "rlnImageName")
-    stacks = np.array([relative_path(p, root) for p in refs.paths], dtype=object)
-    numbers = np.char.zfill((refs.slice_index + 1).astype(str), 6)
-    return np.char.add(np.char.add(numbers, "@"), stacks[refs.file_index].astype(str)).astype(object)
-
-
-def relative_path(target: Path, root: Path) -> str:
-    """``target`` relative to ``root`` (POSIX separators); absolute when they share only ``/``."""
-    target = Path(os.path.abspath(target))
-    try:
-        shared = os.path.commonpath([target, root])
-    except ValueError:  # different drives
-        return target.as_posix()
-    if shared == os.path.abspath(os.sep):
-        return target.as_posix()
-    return Path(os.path.relpath(target, root)).as_posix()
-
-
-def float32_to_decimal(values: np.ndarray) -> np.ndarray:
-    """float64 copy; each float32 value becomes the shortest decimal (≤ 9 significant digits) that
-    rounds back to the same float32, e.g. 2.806 rather than 2.80599999, so exported STAR files stay
-    tidy. The float32 values themselves are unchanged."""
-    if values.dtype != np.float32:
-        return values.astype(np.float64)
-    original = values.reshape(-1)
-    out = original.astype(np.float64)
-    todo = np.isfinite(out) & (out != 0)
-    for digits in (6, 7, 8):  # 7, 8, 9 significant digits
-        index = np.flatnonzero(todo)
-        if not index.size:
-            break
-        scale = 10.0 ** (digits - np.floor(np.log10(np.abs(out[index]))))
-        rounded = np.round(out[index] * scale) / scale
-        exact = rounded.astype(np.float32) == original[index]
-        out[index[exact]] = rounded[exact]
-        todo[index[exact]] = False
-    return out.reshape(values.shape)

@@ -1,5 +1,22 @@
-"""The canonical map's conformation: re-referencing a trained flow to the median deformation.
+"""Gauge freedoms of the 3DFlex model: changes that leave every particle's deformed map unchanged.
 
+Two kinds of re-parametrisation leave the particle images exactly as they were:
+
+* an affine change of the latent coordinates, ``z = z' B + μ``, absorbed into the first layer of
+  the flow generator (:func:`standardise_latents`, :func:`principal_axes`);
+* a change of the canonical conformation (:func:`recentre`).
+
+Affine change of the latents
+----------------------------
+The flow generator's first layer computes ``W z + b``; with ``z = B ᵀ z' + μ`` it becomes
+``(W Bᵀ) z' + (W μ + b)``, so replacing ``W ← W Bᵀ`` and ``b ← b + W μ`` gives every particle
+the same displacements at its new coordinates ``z'``. :func:`standardise_latents` centres the
+latents and gives each axis unit variance; :func:`principal_axes` also whitens and rotates them
+so that axis 1 carries the largest deformation (the axes of a principal component analysis of the
+deformation, as in 3-D variability analysis: Punjani & Fleet (2021), J. Struct. Biol. 213:107702).
+
+Canonical conformation
+----------------------
 The images fix the canonical map and the flow only up to a deformation φ: pushing V by φ and
 re-referencing the flow to the pushed map gives exactly the same particle images. Training
 leaves V wherever it settled — near the consensus map, whose moving parts sit at their *mean
@@ -13,15 +30,102 @@ map is unchanged.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import torch
+from jaxtyping import Float
+from torch import Tensor, nn
 
 from flexview.model.flow import FlowGenerator
 from flexview.model.mesh import TetMesh
 
-__all__ = ["median_deformation", "recentre"]
+__all__ = ["median_deformation", "principal_axes", "recentre", "standardise_latents"]
+
+
+def _absorb_affine(flow: FlowGenerator, mean: Tensor, back: Tensor) -> None:
+    """Re-express the flow's input in coordinates ``z'`` with ``z = z' @ back + mean``: the first
+    layer's ``W ← W backᵀ``, ``b ← b + W mean`` (in place, so an optimiser keeps its parameters)."""
+    first = flow.net[0]
+    if not isinstance(first, nn.Linear):
+        raise TypeError(f"the flow's first layer is {type(first).__name__}, not Linear")
+    w = first.weight.detach().double().cpu()
+    first.bias.add_((w @ mean.double().cpu()).to(first.bias))
+    first.weight.copy_((w @ back.double().cpu().T).to(first.weight))
+
+
+@torch.no_grad()
+def standardise_latents(latents: Float[Tensor, "particles latent"], flow: FlowGenerator, *,
+                        fit: np.ndarray | None = None) -> Float[Tensor, "particles latent"]:
+    """Centre the latents and give each axis unit standard deviation, absorbing the change into
+    ``flow`` (modified in place) so that every particle keeps its vertex displacements.
+
+    Parameters
+    ----------
+    latents : (M, K), any device.
+    flow : the generator the latents feed.
+    fit : rows whose mean and (unbiased) standard deviation are used (default all).
+
+    Returns
+    -------
+    (M, K) standardised latents, same dtype and device; an axis of zero spread is only centred.
+    """
+    z = latents if fit is None else latents[torch.as_tensor(fit, device=latents.device)]
+    mean, std = z.mean(dim=0), z.std(dim=0).clamp_min(1e-6)
+    _absorb_affine(flow, mean, torch.diag(std))
+    return (latents - mean) / std
+
+
+@torch.no_grad()
+def principal_axes(latents: Float[Tensor, "particles latent"], flow: FlowGenerator, *,
+                   features: Callable[[Tensor], Tensor] | None = None, fit: np.ndarray | None = None,
+                   n_sample: int = 500, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Whiten the latents and rotate them so that axis 1 carries the largest deformation, axis 2
+    the next, and so on; the change is absorbed into ``flow`` (in place), so every particle keeps
+    its vertex displacements.
+
+    The deformation ``features(z)`` (B, F) of up to ``n_sample`` particles of ``fit`` (drawn with
+    ``seed``) is regressed linearly on their whitened latents; the right singular vectors of that
+    (K, F) map are the new axes. Each axis's sign makes the largest entry of its deformation
+    direction positive, so the result does not depend on the sign of the input axes.
+
+    Parameters
+    ----------
+    latents : (M, K).
+    flow : the generator the latents feed.
+    features : ``features(z) -> (B, F)``, a deformation measure that is linear in the vertex
+        displacements, e.g. density-weighted voxel displacements in Å; default the vertex
+        displacements ``flow(z)`` themselves.
+    fit : rows that set the mean, the whitening and the regression (default all).
+
+    Returns
+    -------
+    latents : (M, K) in the new axes (covariance I over ``fit``), dtype and device of the input.
+    singular_values : (K,) float64, decreasing: the deformation per unit of each new axis, in the
+        units of ``features`` (the norm over F).
+    """
+    fit = np.arange(len(latents)) if fit is None else np.asarray(fit)
+    rows = fit if len(fit) <= n_sample else np.sort(
+        np.random.default_rng(seed).choice(fit, n_sample, replace=False))
+    z_fit = latents[torch.as_tensor(fit, device=latents.device)].double().cpu()
+    mean = z_fit.mean(dim=0)
+    evals, evecs = torch.linalg.eigh(torch.cov(z_fit.T).reshape(len(mean), len(mean)))
+    whiten = evecs * evals.clamp_min(1e-12).rsqrt()                 # z_w = (z − μ) @ whiten
+    sample = latents[torch.as_tensor(rows, device=latents.device)]
+    zw = (sample.double().cpu() - mean) @ whiten
+    if features is None:
+        device = flow.free.device
+        features = lambda z: flow(z.to(device, flow.free.dtype)).reshape(len(z), -1)   # noqa: E731
+    d = features(sample).reshape(len(rows), -1).double().cpu()
+    coef = torch.linalg.lstsq(zw - zw.mean(0), d - d.mean(0)).solution          # (K, F)
+    u, sv, vt = torch.linalg.svd(coef.T, full_matrices=False)
+    peak = u.abs().argmax(dim=0)                  # fix each axis's sign: its largest move is +
+    vt = vt * torch.sign(u[peak, torch.arange(u.shape[1])])[:, None]
+    transform = whiten @ vt.T                                         # z_new = (z − μ) @ transform
+    _absorb_affine(flow, mean, torch.linalg.inv(transform))           # z = z_new @ back + μ
+    out = (latents.double().cpu() - mean) @ transform
+    return out.to(latents.dtype).to(latents.device), sv
 
 
 @torch.no_grad()

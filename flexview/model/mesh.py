@@ -4,12 +4,12 @@ Coordinates are (x, y, z) in Å in the frame of :func:`flexview.model.grid.voxel
 at voxel ``box // 2``). A regular mesh is a grid of cubes of edge ``grid_spacing`` whose corner
 (0, 0, 0) is at ``grid_origin``; each cube is split into the six Kuhn (Freudenthal) tetrahedra
 that share its main diagonal, so faces match between neighbours. The grid structure is kept with
-the mesh so that :func:`locate` finds the cell of a point in O(1).
+the mesh so that :func:`locate` finds the cell of a point in O(1). Meshes are read and written
+by :mod:`flexview.io.meshfile`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,17 +17,15 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from flexview.errors import FlexviewInputError
-from flexview.io._atomic import atomic_path
 from flexview.model.grid import centre_index, voxel_coords
 
 __all__ = ["TetMesh", "build_regular_mesh", "density_mask", "auto_threshold", "locate",
-           "rest_inverse", "read_map_at_box"]
+           "rest_inverse"]
 
 # Kuhn tetrahedra of the unit cube: permutation π of axes (x=0, y=1, z=2); the tetrahedron
 # (0, e_π0, e_π0 + e_π1, 1) holds the points with f_π0 ≥ f_π1 ≥ f_π2.
 _PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 _SLOT_OF_CODE = np.array([-1, 0, 1, 2, -1, 3, 4, 5, -1])     # 3·π0 + π1 → index in _PERMUTATIONS
-_ARRAYS = ("vertices", "cells", "rigidity_weight", "pinned", "segment")
 
 
 @dataclass
@@ -95,35 +93,6 @@ class TetMesh:
         return replace(self, box=self.box if box is None else box,
                        pixel_size=self.pixel_size if pixel_size is None else pixel_size)
 
-    def save(self, path: str | Path) -> None:
-        """Write the mesh to an ``.npz`` file (atomically)."""
-        data = {name: getattr(self, name) for name in _ARRAYS}
-        data.update(box=np.int64(self.box), pixel_size=np.float64(self.pixel_size))
-        if self.grid_origin is not None:
-            data.update(grid_origin=self.grid_origin, grid_spacing=np.float64(self.grid_spacing),
-                        grid_shape=self.grid_shape)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TetMesh":
-        """Read a mesh written by :meth:`save`; bad files raise :class:`FlexviewInputError`."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:
-            raise FlexviewInputError(f"cannot read the mesh ({exc})", path) from exc
-        for name in _ARRAYS + ("box", "pixel_size"):
-            if name not in data:
-                raise FlexviewInputError("missing array in mesh file", path, name)
-        grid = {k: data.get(k) for k in ("grid_origin", "grid_spacing", "grid_shape")}
-        try:
-            return cls(**{k: data[k] for k in _ARRAYS}, box=int(data["box"]),
-                       pixel_size=float(data["pixel_size"]), **grid)
-        except (FlexviewInputError, ValueError) as exc:
-            field = getattr(exc, "field", None)
-            raise FlexviewInputError(f"invalid mesh ({exc})", path, field) from exc
-
 
 def _vector(a, n: int, dtype, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=dtype)
@@ -160,27 +129,6 @@ def density_mask(density: np.ndarray, pixel_size: float, *, threshold: float | N
     if dilate_A > 0:
         mask = ndimage.distance_transform_edt(~mask) * pixel_size <= dilate_A
     return mask
-
-
-def read_map_at_box(path: str | Path, box: int | None = None) -> tuple[np.ndarray, float]:
-    """Read a cubic map (z, y, x) and Fourier-crop it to ``box`` (default: its own box).
-
-    Returns the map as float64 and its voxel size in Å at that box. A box that is odd, below 8 or
-    above the map's box raises :class:`FlexviewInputError` (field ``--box``).
-    """
-    from flexview.io.mrc import read_map
-    from flexview.preprocess import fourier_crop_volume
-
-    volume, voxel = read_map(path)
-    if volume.ndim != 3 or len(set(volume.shape)) != 1:
-        raise FlexviewInputError(f"expected a cubic map, got shape {volume.shape}", path, "data")
-    if box is None or box == volume.shape[0]:
-        return np.asarray(volume, np.float64), voxel
-    if not 8 <= box <= volume.shape[0] or box % 2:
-        raise FlexviewInputError(f"--box must be even, at least 8 and at most the map box {volume.shape[0]}",
-                                 field="--box")
-    cropped, px = fourier_crop_volume(np.asarray(volume, np.float32), box, voxel)
-    return np.asarray(cropped, np.float64), px
 
 
 def build_regular_mesh(density: np.ndarray, pixel_size: float, *, threshold: float | None = None,

@@ -7,8 +7,55 @@ rotation vector whose matrix ``expm([r]x)`` is ``A.T``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
+from jaxtyping import Float
 from scipy.spatial.transform import Rotation
+from torch import Tensor
+
+__all__ = ["Pose", "euler_to_matrix", "matrix_to_euler", "matrix_to_rotvec", "random_rotations",
+           "rotvec_to_matrix"]
+
+
+@dataclass
+class Pose:
+    """Poses of a batch of B particles on the compute device.
+
+    ``rotations`` (B, 3, 3): RELION matrices ``A`` (reference frame → particle frame).
+    ``origins_A`` (B, 2): RELION origins (x, y) in Å; the particle sits at the image centre minus
+    its origin (``rlnOriginXAngst``, ``rlnOriginYAngst``).
+    """
+
+    rotations: Float[Tensor, "batch 3 3"]
+    origins_A: Float[Tensor, "batch 2"]
+
+    def __post_init__(self):
+        if self.rotations.shape[-2:] != (3, 3) or self.origins_A.shape[-1:] != (2,) \
+                or self.rotations.shape[0] != self.origins_A.shape[0]:
+            raise ValueError(f"rotations {tuple(self.rotations.shape)} and origins "
+                             f"{tuple(self.origins_A.shape)} are not (B, 3, 3) and (B, 2)")
+
+    @classmethod
+    def from_arrays(cls, rotations, origins_A, *, dtype=torch.float32, device=None) -> "Pose":
+        """A Pose from array-likes of shapes (B, 3, 3) and (B, 2)."""
+        return cls(torch.as_tensor(np.asarray(rotations), dtype=dtype, device=device),
+                   torch.as_tensor(np.asarray(origins_A), dtype=dtype, device=device))
+
+    def __len__(self) -> int:
+        return self.rotations.shape[0]
+
+    def __getitem__(self, index) -> "Pose":
+        """The particles selected by ``index`` (int tensor/array, slice or bool mask)."""
+        if isinstance(index, int):                  # keep the batch axis
+            index = slice(index, index + 1 or None)
+        return Pose(self.rotations[index], self.origins_A[index])
+
+    def to(self, device=None, dtype=None) -> "Pose":
+        """The same poses on ``device`` in ``dtype`` (None: unchanged)."""
+        return Pose(self.rotations.to(device=device, dtype=dtype),
+                    self.origins_A.to(device=device, dtype=dtype))
 
 
 def euler_to_matrix(rot_deg, tilt_deg, psi_deg) -> np.ndarray:

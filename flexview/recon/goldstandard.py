@@ -21,7 +21,7 @@ from flexview.io._atomic import write_text_atomic
 from flexview.model.flow import VertexInterpolator
 from flexview.model.grid import coords_to_index
 from flexview.model.mesh import locate
-from flexview.train.runfolder import RunFolder
+from flexview.runfolder import RunFolder
 
 __all__ = ["HALVES", "SPLIT_FILE", "RunLayout", "deformation_disagreement", "detect_layout",
            "half_rows", "sample_labels", "summarise_disagreement", "write_split_json"]

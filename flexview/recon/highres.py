@@ -68,7 +68,7 @@ def resample_mask(mask: np.ndarray, pixel_size: float, box: int, new_pixel_size:
 
 
 def full_box_model(mesh: TetMesh, flow: FlowGenerator | None, mask: np.ndarray, pixel_size: float, *,
-                   kernel: str = "linear", ctf_pad: int = 2) -> FlexForwardModel:
+                   kernel: str = "linear") -> FlexForwardModel:
     """Forward model at a new box: canonical map zero on ``mask`` (box³ bool), the run's mesh (in Å,
     so only its metadata change) and its flow generator, frozen (the flow is in Å, so it carries
     over to any pixel size)."""
@@ -76,8 +76,7 @@ def full_box_model(mesh: TetMesh, flow: FlowGenerator | None, mask: np.ndarray, 
     canonical = CanonicalMap(np.zeros(mask.shape, np.float32), pixel_size, mask)
     if flow is not None:
         flow.requires_grad_(False)
-    return FlexForwardModel(canonical, mesh.scaled(box=box, pixel_size=pixel_size), flow, kernel=kernel,
-                            ctf_pad=ctf_pad)
+    return FlexForwardModel(canonical, mesh.scaled(box=box, pixel_size=pixel_size), flow, kernel=kernel)
 
 
 class ReconProblem:
@@ -130,7 +129,7 @@ class ReconProblem:
         for rows in self.stream.chunks(self.chunk):
             c = self.stream.load(rows, self.device, with_images=with_data)
             z = c.z if self.use_flow else None
-            spectra = model.render_spectra(z, c.rotations, c.origins_A, c.ctf)
+            spectra = model.render_spectra(z, c.pose, c.ctf)
             target = c.spectra if with_data else torch.zeros_like(spectra)
             loss = data_loss(spectra, target, noise_weight=self.weight).sum()
             loss.backward()

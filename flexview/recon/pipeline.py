@@ -15,11 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flexview.device import resolve_device
 from flexview.errors import FlexviewInputError
 from flexview.io._atomic import write_text_atomic
+from flexview.io.formats import read_particles
 from flexview.io.mrc import read_map, write_map
-from flexview.io.particles import ParticleSet, read_particles
+from flexview.io.particles import ParticleSet
 from flexview.model.gauge import median_deformation, recentre
+from flexview.params import param, validate
 from flexview.recon.goldstandard import (
     HALVES,
     RunLayout,
@@ -42,44 +45,51 @@ from flexview.recon.highres import (
 from flexview.recon.postprocess import postprocess
 from flexview.recon.report import plot_fsc, write_fsc_csv, write_summary
 from flexview.recon.stream import ParticleStream
-from flexview.recon.symmetry import parse_symmetry, symmetrise
-from flexview.train.setup import resolve_device
+from flexview.recon.symmetry import symmetrise
+from flexview.run import load_run
 
 __all__ = ["ReconOptions", "reconstruct_half", "reconstruct_run"]
+
+MAP_FILES = ("open", "Maps (*.mrc *.map)")
 
 
 @dataclass
 class ReconOptions:
-    """Parameters of :func:`reconstruct_run`.
+    """Parameters of :func:`reconstruct_run`; each field carries its help, unit and bounds
+    (:mod:`flexview.params`), from which ``flexview reconstruct``'s options are generated."""
 
-    ``box``: reconstruction box (None: the particle box). ``mask``: soft mask (.mrc) for the FSC;
-    its non-zero voxels are added to the reconstruction support. ``labels``: label volume (.mrc,
-    ints, 0 = none) giving regions for the split-halves deformation error. ``tikhonov``: weight of
-    ‖V‖² relative to the mean radial Hessian profile (0: none). ``chunk``: particles per chunk
-    (None: 32 on CPU, 128 on CUDA). ``ctf_pad``: CTF applied on a grid this many times the box.
-    ``kernel``: scatter kernel (None: the run's). ``bfactor``: applied B-factor in Å² (negative
-    sharpens; None: from a Guinier fit). ``recentre``: solve the map in the particles' median
-    conformation (:mod:`flexview.model.gauge`) instead of the one training left it in.
-    """
+    iters: int = param(20, "L-BFGS iterations per half map", ge=1, cli="--iters")
+    box: int | None = param(None, "reconstruction box; full: the particle box", unit="px", ge=8,
+                            multiple_of=2, none="full", cli="--box")
+    mask: str | None = param(None, "soft mask (.mrc) for the masked FSC, B-factor fit and weighting; its "
+                             "non-zero voxels join the reconstruction support", path=MAP_FILES, cli="--mask")
+    labels: str | None = param(None, "label volume (.mrc, integers, 0: none) of regions for the "
+                               "split-halves deformation error", path=MAP_FILES, cli="--labels")
+    noflex: bool = param(True, "the rigid (noflex) baseline half maps", cli="--no-noflex")
+    symmetry: str | None = param(None, "symmetrise the half maps, e.g. C4 or D7 (axis z)",
+                                 pattern=(r"\s*[CcDd]\s*0*[1-9]\d*\s*", "Cn or Dn (n ≥ 1)"), cli="--symmetry")
+    bfactor: float | None = param(None, "B-factor applied to map_sharp.mrc, negative sharpens", unit="Å²",
+                                  none="Guinier fit", cli="--bfactor")
+    tikhonov: float = param(0.0, "weight of ‖V‖² relative to the mean radial Hessian profile", ge=0,
+                            cli="--tikhonov")
+    memory: int = param(20, "L-BFGS history length", ge=1)
+    chunk: int | None = param(None, "particles per chunk; automatic: 32 on CPU, 128 on a GPU", ge=1,
+                              none="automatic", cli="--chunk")
+    kernel: str | None = param(None, "scatter kernel", choices=("linear", "cubic"), none="the run's")
+    recentre: bool = param(True, "solve the map in the particles' median conformation, not in the one "
+                           "training left it in", cli="--no-recentre")
+    device: str = param("auto", "where to compute: auto (the GPU when present), cpu, cuda or cuda:N",
+                        choices=("auto", "cpu", "cuda"), pattern=(r"cuda:\d+", "cuda:N"), cli="--device")
+    noise_particles: int = param(500, "particles from which the noise power is estimated", ge=1)
+    probe_particles: int = param(200, "particles from which the Hessian profile of the preconditioner "
+                                 "is estimated", ge=1)
+    project_dir: str | None = param(None, "folder that relative image paths are resolved against; "
+                                    "automatic: the particle file's folder and its parents",
+                                    path=("dir", ""), none="automatic", cli="--project-dir")
+    seed: int = param(0, "random seed of the particle subsets and the median conformation", ge=0)
 
-    iters: int = 20
-    box: int | None = None
-    mask: str | None = None
-    labels: str | None = None
-    noflex: bool = True
-    symmetry: str | None = None
-    bfactor: float | None = None
-    tikhonov: float = 0.0
-    memory: int = 20
-    chunk: int | None = None
-    ctf_pad: int = 2
-    kernel: str | None = None
-    recentre: bool = True
-    device: str = "auto"
-    noise_particles: int = 500
-    probe_particles: int = 200
-    project_dir: str | None = None
-    seed: int = 0
+    def __post_init__(self):
+        validate(self)
 
 
 def _map_at(path: str, box: int, pixel_size: float) -> np.ndarray:
@@ -121,8 +131,7 @@ def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.
     stream = ParticleStream(particles, rows, support.shape[0], run.latents)
     kernel = opts.kernel or run.config.kernel
     mesh, flow, shift = gauge or _gauge(run, opts, log)
-    model = full_box_model(mesh, flow, support, stream.pixel_size, kernel=kernel,
-                           ctf_pad=opts.ctf_pad).to(device)
+    model = full_box_model(mesh, flow, support, stream.pixel_size, kernel=kernel).to(device)
     chunk = opts.chunk or (128 if device.type == "cuda" else 32)
     t0 = time.perf_counter()
     weight, power = estimate_noise_weight(model, stream, count=opts.noise_particles, device=device,
@@ -177,11 +186,9 @@ def _gauge(run, opts: ReconOptions, log: Callable[[str], None] = lambda s: None)
 
 def _load_runs(layout: RunLayout) -> dict:
     """The run (on the CPU) that serves each half set; one object when both use the same folder."""
-    import flexview
-
     loaded = {}
     for folder in dict.fromkeys(layout.runs.values()):
-        loaded[folder] = flexview.load_run(folder)
+        loaded[folder] = load_run(folder)
     return {h: loaded[folder] for h, folder in layout.runs.items()}
 
 
@@ -216,10 +223,6 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
     Returns the summary dictionary.
     """
     opts = opts or ReconOptions()
-    if opts.symmetry:
-        parse_symmetry(opts.symmetry)
-    if opts.iters < 1:
-        raise FlexviewInputError("the number of iterations must be at least 1", field="--iters")
     t_start = time.perf_counter()
     out = Path(out)
     layout = detect_layout(run_path)
@@ -239,6 +242,27 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
         res = reconstruct_half(runs[half], particles, half_rows(particles.half_set, half), support,
                                opts, device, log, gauge=gauges[id(runs[half])])
         maps[half], stats[half] = res, res["stats"]
+    flex, rigid = _postprocess_halves(maps, opts, pixel_size, fsc_mask)
+    _write_maps(out, maps, flex, rigid, support, pixel_size)
+    _write_fsc(out, flex, rigid, box, train_px=runs["A"].pixel_size)
+    summary = {
+        "run": str(layout.root), "layout": "split-halves" if layout.split else "single",
+        "particles": str(particles_path or runs["A"].config.particles),
+        "box": box, "pixel_size": pixel_size, "training_box": runs["A"].box,
+        "training_nyquist_A": 2.0 * runs["A"].pixel_size, "device": str(device),
+        "options": asdict(opts), "resolution_A": _resolutions(flex, rigid),
+        "bfactor_applied_A2": flex.bfactor_applied, "bfactor_source": flex.bfactor_source,
+        "halves": stats,
+    }
+    if layout.split:
+        summary["deformation_error_A"] = _disagreement(runs, particles, opts.labels, out)
+    summary["seconds"] = time.perf_counter() - t_start
+    write_summary(out / "summary.json", summary)
+    return summary
+
+
+def _postprocess_halves(maps: dict, opts: ReconOptions, pixel_size: float, fsc_mask: np.ndarray | None):
+    """Symmetrise the half maps (in place) and post-process the flex and noflex pairs."""
     for key in ("flex", "noflex"):
         for half in HALVES:
             if maps[half][key] is not None and opts.symmetry:
@@ -247,6 +271,10 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
                        bfactor=opts.bfactor)
     rigid = (postprocess(maps["A"]["noflex"], maps["B"]["noflex"], pixel_size, mask=fsc_mask,
                          bfactor=opts.bfactor) if opts.noflex else None)
+    return flex, rigid
+
+
+def _write_maps(out: Path, maps: dict, flex, rigid, support: np.ndarray, pixel_size: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for half in HALVES:
         write_map(out / f"half_{half}.mrc", maps[half]["flex"], pixel_size)
@@ -255,6 +283,10 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
     write_map(out / "map.mrc", flex.combined, pixel_size)
     write_map(out / "map_sharp.mrc", flex.sharpened, pixel_size)
     write_map(out / "support_mask.mrc", support.astype(np.float32), pixel_size)
+
+
+def _write_fsc(out: Path, flex, rigid, box: int, *, train_px: float) -> None:
+    """``fsc.csv`` and ``fsc.png`` (training Nyquist marked)."""
     curves = {"flex_global": flex.fsc_global}
     if flex.fsc_masked is not None:
         curves["flex_masked"] = flex.fsc_masked
@@ -263,26 +295,15 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
         if rigid.fsc_masked is not None:
             curves["noflex_masked"] = rigid.fsc_masked
     write_fsc_csv(out / "fsc.csv", flex.freq, curves, box)
-    train_px = runs["A"].pixel_size
     marks = {"training Nyquist": 1.0 / (2.0 * train_px)}
     title = f"flexview {flex.resolution_A:.2f} Å" + (f", noflex {rigid.resolution_A:.2f} Å" if rigid else "")
     plot_fsc(out / "fsc.png", flex.freq, curves, title=title, marks=marks)
-    summary = {
-        "run": str(layout.root), "layout": "split-halves" if layout.split else "single",
-        "particles": str(particles_path or runs["A"].config.particles),
-        "box": box, "pixel_size": pixel_size, "training_box": runs["A"].box,
-        "training_nyquist_A": 2.0 * train_px, "device": str(device),
-        "options": asdict(opts),
-        "resolution_A": {"flex": flex.resolution_A, "flex_global": flex.resolution_global_A,
-                         "flex_masked": flex.resolution_masked_A},
-        "bfactor_applied_A2": flex.bfactor_applied, "bfactor_source": flex.bfactor_source,
-        "halves": stats,
-    }
+
+
+def _resolutions(flex, rigid) -> dict:
+    out = {"flex": flex.resolution_A, "flex_global": flex.resolution_global_A,
+           "flex_masked": flex.resolution_masked_A}
     if rigid is not None:
-        summary["resolution_A"].update(noflex=rigid.resolution_A, noflex_global=rigid.resolution_global_A,
-                                       noflex_masked=rigid.resolution_masked_A)
-    if layout.split:
-        summary["deformation_error_A"] = _disagreement(runs, particles, opts.labels, out)
-    summary["seconds"] = time.perf_counter() - t_start
-    write_summary(out / "summary.json", summary)
-    return summary
+        out.update(noflex=rigid.resolution_A, noflex_global=rigid.resolution_global_A,
+                   noflex_masked=rigid.resolution_masked_A)
+    return out

@@ -24,7 +24,6 @@ from torch import Tensor
 
 from flexview.errors import FlexviewInputError
 from flexview.io.particles import ParticleSet
-from flexview.model.ctf import evaluate_ctf
 from flexview.model.grid import fft2_centered, image_frequencies, shift_phase, volume_frequencies
 
 
@@ -161,7 +160,7 @@ def reconstruct_rigid(particles: ParticleSet, *, box: int | None = None, indices
         org = torch.as_tensor(particles.origins_A[sel], dtype=torch.float32, device=device)
         ctf = None
         if ctf_on:
-            ctf = evaluate_ctf(particles.ctf.to_tensors(sel, device=device), ins.ky[None], ins.kx[None])[:, 0]
+            ctf = particles.ctf.batch(sel, device=device).evaluate(ins.ky[None], ins.kx[None])[:, 0]
         ins.insert(imgs, rot, org, ctf)
     scale = (out_box / n_img) ** 2 / output_pixel_size(particles, out_box)
     return ins.volume(wiener, out_box, scale)

@@ -14,7 +14,9 @@ from torch import Tensor
 
 from flexview.errors import FlexviewInputError
 from flexview.io.particles import ParticleSet
+from flexview.model.ctf import CTF
 from flexview.model.grid import fft2_centered
+from flexview.model.pose import Pose
 from flexview.preprocess import fourier_crop
 from flexview.train.data import TrainingData
 
@@ -26,16 +28,14 @@ class Chunk:
     """One chunk of particles on the compute device.
 
     ``rows`` are rows of the input particle file; ``spectra`` (B, N, N//2+1) complex are the
-    centred DFTs of the images (None when the images were not asked for); ``ctf`` holds the
-    per-particle CTF parameters (:meth:`CTFParams.to_tensors`); ``rotations`` (B, 3, 3) RELION
-    ``A``; ``origins_A`` (B, 2) Å; ``z`` (B, K) latents or None.
+    centred DFTs of the images (None when the images were not asked for); ``pose`` and ``ctf``
+    the particles' :class:`Pose` and :class:`CTF`; ``z`` (B, K) latents or None.
     """
 
     rows: np.ndarray
     spectra: Tensor | None
-    ctf: dict[str, Tensor]
-    rotations: Tensor
-    origins_A: Tensor
+    pose: Pose
+    ctf: CTF
     z: Tensor | None
 
 
@@ -114,9 +114,9 @@ class ParticleStream:
         if with_images:
             spectra = fft2_centered(torch.as_tensor(self.images(rows), dtype=dtype, device=device))
         z = None if self.latents is None else torch.as_tensor(self.latents[rows], device=device)
-        return Chunk(rows=rows, spectra=spectra, ctf=p.ctf.to_tensors(rows, dtype=dtype, device=device),
-                     rotations=torch.as_tensor(p.rotations[rows], dtype=dtype, device=device),
-                     origins_A=torch.as_tensor(p.origins_A[rows], dtype=dtype, device=device), z=z)
+        pose = Pose.from_arrays(p.rotations[rows], p.origins_A[rows], dtype=dtype, device=device)
+        return Chunk(rows=rows, spectra=spectra, pose=pose, ctf=p.ctf.batch(rows, dtype=dtype, device=device),
+                     z=z)
 
     def training_data(self) -> TrainingData:
         """These particles as :class:`~flexview.train.data.TrainingData` (images read lazily),

@@ -30,7 +30,7 @@ from flexview.io._atomic import atomic_path, write_text_atomic
 from flexview.io.cs import write_cs
 from flexview.io.mrc import write_map, write_stack
 from flexview.io.particles import ParticleSet, StackImages
-from flexview.io.star import write_star
+from flexview.io.star_write import write_star
 from flexview.model.grid import voxel_coords
 from flexview.recon.rigid import reconstruct_rigid
 from flexview.synth.phantom import DEFAULT_PHANTOM_SEED, Phantom, make_phantom
@@ -183,7 +183,7 @@ def make_dataset(out_dir: str | Path, kind: str = "hinge", n_particles: int = 20
         "n_motions": k, "motion_coords": {"distribution": "uniform", "low": -1.0, "high": 1.0},
         "motions": _motions_description(sim.phantom),
         "poses": {"rotations": "uniform on SO(3)", "origin_px": f"uniform in ±{MAX_SHIFT_PX} (x, y)"},
-        "ctf": {"voltage_kv": 300.0, "cs_mm": 2.7, "amp_contrast": 0.1, "mean_defocus_A": [10000, 25000],
+        "ctf": {"voltage_kv": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "mean_defocus_A": [10000, 25000],
                 "astigmatism_A": [0, 1000], "applied_on": "2x padded grid"},
         "snr_definition": "mean over particles of var(noise-free image) / noise_sigma^2",
         "units": {"maps": "density averaged over each voxel; image = pixel_size * sum_z(map)"},

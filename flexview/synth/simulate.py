@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from flexview.io.particles import ArrayImages, ParticleSet
-from flexview.model.ctf import CTFParams, evaluate_ctf
+from flexview.model.ctf import CTF, CTFParams, evaluate_ctf
 from flexview.model.grid import fft2_centered, ifft2_centered, image_frequencies
 from flexview.model.pose import random_rotations
 from flexview.synth.phantom import Phantom, draw_motion_coords
@@ -78,12 +78,12 @@ def project_atoms(positions: Tensor, amplitudes: Tensor, sigmas: Tensor, rotatio
     return torch.bmm((gy * amplitudes[:, None]).transpose(1, 2), gx)
 
 
-def apply_ctf(images: Tensor, ctf: dict[str, Tensor], pixel_size: float, pad: int = 2) -> Tensor:
+def apply_ctf(images: Tensor, ctf: CTF, pixel_size: float, pad: int = 2) -> Tensor:
     """Multiply ``images`` (B, N, N) by their CTF in Fourier space on a ``pad``× zero-padded grid.
 
     The image centre (index N//2) stays at the padded grid's centre, so phases are undisturbed. The
     padded grid's Nyquist row and column are zeroed (the CTF has no Hermitian symmetry there).
-    ``ctf`` is :meth:`CTFParams.to_tensors` of the B particles.
+    ``ctf`` holds the B particles' parameters (:meth:`CTFParams.batch`).
     """
     n = images.shape[-1]
     big, lo = pad * n, pad * n // 2 - n // 2
@@ -120,9 +120,9 @@ def draw_parameters(n: int, n_motions: int, pixel_size: float, rng: np.random.Ge
     mean_df = rng.uniform(10000.0, 25000.0, n)
     astig = rng.uniform(0.0, 1000.0, n)
     angle = rng.uniform(0.0, 180.0, n)
-    ctf = CTFParams(defocus_u=mean_df + astig / 2, defocus_v=mean_df - astig / 2,
-                    defocus_angle_deg=angle, voltage_kv=300.0, cs_mm=2.7, amp_contrast=0.1,
-                    phase_shift_deg=0.0, bfactor=0.0, scale=1.0)
+    ctf = CTFParams(defocus_u_A=mean_df + astig / 2, defocus_v_A=mean_df - astig / 2,
+                    defocus_angle_deg=angle, voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.1,
+                    phase_shift_deg=0.0, bfactor_A2=0.0, scale=1.0)
     half = rng.permutation(np.arange(n) % 2).astype(np.int8)
     coords = draw_motion_coords(n, n_motions, rng)
     return PoseDraw(rotations, origins, ctf, half, coords)
@@ -141,7 +141,7 @@ def clean_images(phantom: Phantom, draw: PoseDraw, box: int, pixel_size: float, 
         org = torch.as_tensor(draw.origins_A[sl], dtype=torch.float32, device=device)
         img = project_atoms(pos, amp, sig, rot, org, box, pixel_size)
         if ctf:
-            img = apply_ctf(img, draw.ctf.to_tensors(sl, device=device), pixel_size)
+            img = apply_ctf(img, draw.ctf.batch(sl, device=device), pixel_size)
         out[sl] = img.cpu().numpy()
     return out
 

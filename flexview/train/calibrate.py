@@ -5,16 +5,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flexview.model.grid import fft2_centered, radial_index
+from flexview.model.forward import FlexForwardModel
+from flexview.model.grid import radial_index
 from flexview.model.loss import rfft_multiplicity
 from flexview.train.data import TrainingData
 
 
 @torch.no_grad()
-def calibrate(model, data: TrainingData, rows: np.ndarray, device, *, chunk: int = 256) -> tuple[float, Tensor]:
+def calibrate(model: FlexForwardModel, data: TrainingData, rows: np.ndarray, device, *,
+              chunk: int = 256) -> tuple[float, Tensor]:
     """Scale of the map relative to the images, and the noise power per Fourier shell.
 
-    The rigid model (z = 0) is projected with each particle's pose and CTF. The scale is the
+    The rigid model (no deformation) is rendered with each particle's pose and CTF
+    (:meth:`FlexForwardModel.render_spectra`, the renderer training uses). The scale is the
     least-squares factor ``s = Σ Re(M* X) / Σ |M|²`` (DC excluded), and the noise power of shell
     ``r`` is the mean of ``|X − s M|²`` over the particles and samples in that shell (DFT units,
     i.e. ``N² σ²`` for white noise of real-space variance σ²).
@@ -32,8 +35,8 @@ def calibrate(model, data: TrainingData, rows: np.ndarray, device, *, chunk: int
     batches = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
     cache = []
     for sel in batches:
-        b = data.batch(sel, device)
-        m = fft2_centered(model.project(None, b.rotations, b.origins_A)) * b.ctf
+        b = data.batch(sel, device, model=model)
+        m = model.render_spectra(None, b.pose, b.ctf)
         num += float(((m.conj() * b.spectra).real * not_dc).sum())
         den += float(((m.real**2 + m.imag**2) * not_dc).sum())
         cache.append((b.spectra, m))

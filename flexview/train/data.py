@@ -10,8 +10,10 @@ from torch import Tensor
 
 from flexview.io._atomic import atomic_path
 from flexview.io.particles import ParticleSet
-from flexview.model.ctf import CTFParams, evaluate_ctf
-from flexview.model.grid import fft2_centered, image_frequencies
+from flexview.model.ctf import CTF, CTFParams
+from flexview.model.forward import FlexForwardModel
+from flexview.model.grid import fft2_centered
+from flexview.model.pose import Pose
 from flexview.preprocess import fourier_crop
 
 
@@ -19,15 +21,25 @@ from flexview.preprocess import fourier_crop
 class Batch:
     """One minibatch on the training device.
 
-    ``rows`` index the training set; ``spectra`` (B, N, N//2+1) complex are the centred DFTs of the
-    images; ``ctf`` (B, N, N//2+1); ``rotations`` (B, 3, 3); ``origins_A`` (B, 2).
+    ``rows`` (B,) index the training set; ``spectra`` (B, N, N//2+1) complex are the centred DFTs
+    of the images; ``pose`` their :class:`Pose`; ``ctf`` their CTF, evaluated once on the
+    forward model's CTF grid (:meth:`FlexForwardModel.ctf_image`, (B, n, n//2+1)) or, for a
+    batch loaded without a model, the :class:`CTF` parameters. Either goes straight to
+    :meth:`FlexForwardModel.render_spectra`.
     """
 
     rows: np.ndarray
     spectra: Tensor
-    ctf: Tensor
-    rotations: Tensor
-    origins_A: Tensor
+    pose: Pose
+    ctf: CTF | Tensor
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, index: np.ndarray) -> "Batch":
+        """The particles at positions ``index`` (int array) of this batch."""
+        idx = torch.as_tensor(np.asarray(index), device=self.spectra.device)
+        return Batch(self.rows[index], self.spectra[idx], self.pose[idx], self.ctf[idx])
 
 
 @dataclass
@@ -56,15 +68,16 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, rows: np.ndarray, device, dtype=torch.float32) -> Batch:
-        """Load the particles ``rows`` (indices into this set) onto ``device``."""
+    def batch(self, rows: np.ndarray, device, *, model: FlexForwardModel | None = None,
+              dtype=torch.float32) -> Batch:
+        """Load the particles ``rows`` (indices into this set) onto ``device``; with ``model``,
+        their CTF is evaluated on its CTF grid (:meth:`FlexForwardModel.ctf_image`)."""
         rows = np.asarray(rows)
         images = torch.as_tensor(np.asarray(self.images[rows]), dtype=dtype, device=device)
-        ky, kx = image_frequencies(self.box, self.pixel_size, dtype=dtype, device=device)
-        ctf = evaluate_ctf(self.ctf.to_tensors(rows, dtype=dtype, device=device), ky, kx)
-        return Batch(rows=rows, spectra=fft2_centered(images), ctf=ctf,
-                     rotations=torch.as_tensor(self.rotations[rows], dtype=dtype, device=device),
-                     origins_A=torch.as_tensor(self.origins_A[rows], dtype=dtype, device=device))
+        ctf = self.ctf.batch(rows, dtype=dtype, device=device)
+        pose = Pose.from_arrays(self.rotations[rows], self.origins_A[rows], dtype=dtype, device=device)
+        return Batch(rows=rows, spectra=fft2_centered(images), pose=pose,
+                     ctf=ctf if model is None else model.ctf_image(ctf))
 
 
 def prepare_training_data(particles: ParticleSet, box: int, cache: str | Path, *, rows=None,

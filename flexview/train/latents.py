@@ -180,7 +180,8 @@ def gauss_newton(render: Callable[[Tensor], Tensor], target: Tensor, weight: Ten
     c0 = cost(f0, z)
     k = z.shape[1]
     resid = (target - f0)[:, None]
-    b = (weight * jac.conj() * resid).sum(-1).real if jac.is_complex() else (weight * jac * resid).sum(-1)
+    wk = _per_axis(weight)
+    b = (wk * jac.conj() * resid).sum(-1).real if jac.is_complex() else (wk * jac * resid).sum(-1)
     eye = torch.eye(k, dtype=z.dtype, device=z.device)
     lhs = 2 * a + prior_weight * eye + damping * eye * (1 + a.diagonal(dim1=1, dim2=2).mean(-1))[:, None, None]
     step = torch.linalg.solve(lhs, (2 * b - prior_weight * z)[..., None])[..., 0]
@@ -196,8 +197,13 @@ def _linearise(render: Callable[[Tensor], Tensor], weight: Tensor, z: Tensor, h:
     f0 = render(z)
     eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
     jac = torch.stack([(render(z + h * e) - f0) / h for e in eye], dim=1)
-    a = torch.einsum("bkf,blf->bkl", weight * jac.conj(), jac)
+    a = torch.einsum("bkf,blf->bkl", _per_axis(weight) * jac.conj(), jac)
     return f0, jac, a.real if a.is_complex() else a
+
+
+def _per_axis(weight: Tensor) -> Tensor:
+    """Sample weights (F,) or (B, F) shaped to multiply a Jacobian (B, K, F)."""
+    return weight if weight.ndim == 1 else weight[:, None, :]
 
 
 @torch.no_grad()

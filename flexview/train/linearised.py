@@ -16,22 +16,19 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from flexview.model.convect import convect_project
-from flexview.model.flow import interpolate_displacement
-from flexview.model.grid import fft2_centered
 from flexview.model.loss import data_loss, radial_weight
+from flexview.train.latents import gauss_newton
+from flexview.train.trainer import Trainer
 
 
-def deformation_gradients(trainer, rows: np.ndarray, band_A: float, *, noise_seed: int | None = None,
-                          chunk: int = 250) -> np.ndarray:
+def deformation_gradients(trainer: Trainer, rows: np.ndarray, band_A: float, *,
+                          noise_seed: int | None = None, chunk: int = 250) -> np.ndarray:
     """∂(data term)/∂(vertex displacements) at zero flow for each particle, (len(rows), 3V).
 
     With ``noise_seed`` the particles are replaced by the rigid model images plus Gaussian noise
     drawn from the estimated noise spectrum, which gives the gradients noise alone produces.
     """
     model, device = trainer.model, trainer.device
-    values = model.canonical.masked_values().detach()
-    coords = model.canonical.masked_coords()
     weight = trainer.noise_band(trainer.band_radius_px(band_A))
     box = trainer.data.box
     # noise power per sample (DFT units) from the weights N² / (2σ²) of the data term
@@ -40,12 +37,9 @@ def deformation_gradients(trainer, rows: np.ndarray, band_A: float, *, noise_see
     out = np.empty((len(rows), 3 * model.mesh.n_vertices), dtype=np.float32)
     for start in range(0, len(rows), chunk):
         sel = rows[start:start + chunk]
-        batch = trainer.data.batch(sel, device)
+        batch = trainer.batch(sel)
         disp = torch.zeros(len(sel), model.mesh.n_vertices, 3, device=device, requires_grad=True)
-        positions = coords + interpolate_displacement(disp, model.voxel_vertices, model.voxel_bary)
-        images = convect_project(values, positions, batch.rotations, batch.origins_A, model.box,
-                                 model.pixel_size, model.kernel)
-        spectra = fft2_centered(images) * batch.ctf
+        spectra = model.render_spectra(None, batch.pose, batch.ctf, displacements=disp)
         target = batch.spectra if gen is None else spectra.detach() + _noise(spectra.shape, power, gen)
         loss = data_loss(spectra, target, noise_weight=weight)
         (grad,) = torch.autograd.grad(loss.sum(), disp)
@@ -61,7 +55,7 @@ def _noise(shape, power: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.complex(re, im) * scale
 
 
-def deformation_modes(trainer, dim: int, *, band_A: float, max_fit: int = 20000, seed: int = 0,
+def deformation_modes(trainer: Trainer, dim: int, *, band_A: float, max_fit: int = 20000, seed: int = 0,
                       ridge: float = 1e-3) -> np.ndarray:
     """The ``dim`` vertex-displacement directions whose gradient variance over the particles most
     exceeds that of noise (generalised eigenvectors), (dim, V, 3), each scaled to a largest vertex
@@ -80,28 +74,22 @@ def deformation_modes(trainer, dim: int, *, band_A: float, max_fit: int = 20000,
 
 
 @torch.no_grad()
-def mode_scores(trainer, modes: np.ndarray, band_A: float, *, steps: int = 2, chunk: int = 250) -> np.ndarray:
+def mode_scores(trainer: Trainer, modes: np.ndarray, band_A: float, *, steps: int = 2,
+                chunk: int = 250) -> np.ndarray:
     """Each particle's amplitudes (Å) along ``modes`` (K, V, 3) by Gauss–Newton on the data term of
     the linear flow ``u = Σ c_k mode_k`` starting from the consensus, (M, K)."""
-    from flexview.train.latents import gauss_newton
-
     model, device = trainer.model, trainer.device
-    values = model.canonical.masked_values()
-    coords = model.canonical.masked_coords()
-    basis = torch.as_tensor(modes, dtype=values.dtype, device=device)
+    basis = torch.as_tensor(modes, dtype=torch.float32, device=device)
     weight = trainer.sample_weight(trainer.band_radius_px(band_A)).reshape(-1)
     rows = np.arange(len(trainer.data))
     out = np.empty((len(rows), len(modes)), dtype=np.float32)
     for start in range(0, len(rows), chunk):
         sel = rows[start:start + chunk]
-        batch = trainer.data.batch(sel, device)
+        batch = trainer.batch(sel)
 
-        def render(c):
+        def render(c, batch=batch):
             disp = torch.einsum("bk,kvd->bvd", c, basis)
-            positions = coords + interpolate_displacement(disp, model.voxel_vertices, model.voxel_bary)
-            images = convect_project(values, positions, batch.rotations, batch.origins_A, model.box,
-                                     model.pixel_size, model.kernel)
-            return (fft2_centered(images) * batch.ctf).reshape(len(sel), -1)
+            return model.render_spectra(None, batch.pose, batch.ctf, displacements=disp).reshape(len(c), -1)
 
         c = torch.zeros(len(sel), len(modes), device=device)
         for _ in range(steps):
@@ -111,7 +99,7 @@ def mode_scores(trainer, modes: np.ndarray, band_A: float, *, steps: int = 2, ch
     return out
 
 
-def linearised_start(trainer, dim: int, *, band_A: float | None = None, seed: int = 0) -> np.ndarray:
+def linearised_start(trainer: Trainer, dim: int, *, band_A: float | None = None, seed: int = 0) -> np.ndarray:
     """Initial latents (M, dim) from the linearised model: the deformation modes are estimated at
     the consensus and each particle's amplitudes along them, standardised, are its latents."""
     band = band_A or trainer.schedule.band_limit_A(trainer.total_iters // 3)

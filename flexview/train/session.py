@@ -13,22 +13,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import flexview
+from flexview._version import __version__
+from flexview.device import resolve_device
 from flexview.errors import FlexviewInputError
-from flexview.io.mrc import write_map
-from flexview.io.particles import ParticleSet, read_particles
-from flexview.io.star import write_star
-from flexview.model.mesh import TetMesh
+from flexview.io.formats import read_particles
+from flexview.io.meshfile import read_mesh, write_mesh
+from flexview.io.mrc import read_map, write_map
+from flexview.io.particles import ParticleSet
+from flexview.io.star_write import write_star
+from flexview.preprocess import read_map_at_box
+from flexview.runfolder import (LATENT_COLUMN, RunFolder, load_torch, read_log, save_npy, save_torch, write_json,
+                                write_log)
 from flexview.train.calibrate import calibrate, noise_weight
+from flexview.params import validate
 from flexview.train.config import TrainConfig
 from flexview.train.data import prepare_training_data
 from flexview.train.latents import init_latents
 from flexview.train.linearised import linearised_start
-from flexview.train.runfolder import (LATENT_COLUMN, RunFolder, load_torch, read_log, save_npy,
-                                      save_torch, write_json, write_log)
-from flexview.train.setup import make_mesh, make_model, map_at_box, resolve_device, solvent_mask
+from flexview.train.setup import make_mesh, make_model, solvent_mask
 from flexview.train.trainer import Progress, Trainer
-from flexview.io.mrc import read_map
 
 
 class TrainingSession:
@@ -66,10 +69,10 @@ class TrainingSession:
         device = resolve_device(cfg.device)
         data = prepare_training_data(particles, cfg.box, folder.cache / f"particles_{cfg.box}.npy",
                                      progress=progress)
-        consensus, _ = map_at_box(cfg.consensus_map, particles, cfg.box)
+        consensus, _ = read_map_at_box(cfg.consensus_map, cfg.box, extent_A=particles.extent_A)
         if resume:
             mask = read_map(folder.mask)[0] > 0.5
-            mesh = TetMesh.load(folder.mesh)
+            mesh = read_mesh(folder.mesh)
         else:
             mask = solvent_mask(cfg, consensus, particles, data.pixel_size)
             mesh = make_mesh(cfg, consensus, mask, data.pixel_size)
@@ -146,7 +149,7 @@ def _initial_latents(cfg: TrainConfig, trainer: Trainer) -> np.ndarray:
 
 
 def _versions() -> dict:
-    return {"flexview": flexview.__version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"flexview": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 
 
@@ -176,13 +179,14 @@ def _resume_config(overrides: dict, folder: RunFolder) -> TrainConfig:
         elif getattr(saved, name) != value:
             raise FlexviewInputError(f"--resume with a different {name}: the run has "
                                      f"{getattr(saved, name)!r}, not {value!r}", folder.config, name)
+    validate(saved)        # device and epochs were replaced
     return saved
 
 
 def _write_setup(cfg, folder: RunFolder, mask, mesh, pixel_size, scale, power) -> None:
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg.to_json(folder.config)
-    mesh.save(folder.mesh)
+    write_mesh(folder.mesh, mesh)
     write_map(folder.mask, mask.astype(np.float32), pixel_size)
     write_json(folder.calibration, {"map_scale": scale, "pixel_size": pixel_size,
                                     "noise_power": [float(v) for v in power]})

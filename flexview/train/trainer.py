@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from flexview.model.forward import FlexForwardModel
-from flexview.model.grid import fft2_centered
+from flexview.model.gauge import principal_axes, standardise_latents
 from flexview.model.loss import band_mask, data_loss, radial_weight, rfft_multiplicity
 from flexview.model.rigidity import latent_prior
 from flexview.train.config import TrainConfig
@@ -122,17 +122,18 @@ class Trainer:
         box = self.data.box
         return rfft_multiplicity(box, device=self.device) / box**2 * self.noise_band(radius_px)
 
-    def model_spectra(self, z: Tensor | None, batch: Batch) -> Tensor:
-        """CTF-modulated model images of ``batch`` at ``z``, complex (B, N, N//2+1)."""
-        return fft2_centered(self.model.project(z, batch.rotations, batch.origins_A)) * batch.ctf
+    def batch(self, rows: np.ndarray) -> Batch:
+        """The particles ``rows`` of the data on the device, CTF evaluated on the model's grid."""
+        return self.data.batch(rows, self.device, model=self.model)
 
     def data_term(self, z: Tensor | None, batch: Batch, radius_px: float) -> Tensor:
         """Negative log-likelihood of each particle of ``batch`` under the model at ``z``, (B,)."""
-        return data_loss(self.model_spectra(z, batch), batch.spectra, noise_weight=self.noise_band(radius_px))
+        spectra = self.model.render_spectra(z, batch.pose, batch.ctf)
+        return data_loss(spectra, batch.spectra, noise_weight=self.noise_band(radius_px))
 
     def _renderer(self, batch: Batch):
         """``render(z) -> (B, F)``: the batch's model spectra, flattened, for the latent solvers."""
-        return lambda z: self.model_spectra(z, batch).reshape(len(batch.rows), -1)
+        return lambda z: self.model.render_spectra(z, batch.pose, batch.ctf).reshape(len(batch), -1)
 
     def infer_latents(self, batch: Batch, z: Tensor, radius_px: float) -> Tensor:
         """Improve the latents of ``batch`` with the model fixed."""
@@ -184,7 +185,7 @@ class Trainer:
         self.model.canonical.set_band_limit(resolution_A=band)
         radius = self.band_radius_px(band)
         rows = self._batch_rows(it)
-        batch = self.data.batch(rows, self.device)
+        batch = self.batch(rows)
         z = self.latents[rows].to(self.device)
         epoch = it // self.iters_per_epoch
         fixed = self.cfg.fixed_latent_epochs if self.cfg.latent_init != "zeros" else 0
@@ -239,10 +240,8 @@ class Trainer:
         parts = np.array_split(np.arange(n), self.micro_batches)
         data_total = 0.0
         for part in parts:
-            idx = torch.as_tensor(part, device=self.device)
-            sub = Batch(batch.rows[part], batch.spectra[idx], batch.ctf[idx], batch.rotations[idx],
-                        batch.origins_A[idx])
-            loss = self.data_term(z[idx], sub, radius).sum() / n
+            sub = batch.select(part)
+            loss = self.data_term(z[torch.as_tensor(part, device=self.device)], sub, radius).sum() / n
             loss.backward()
             data_total += float(loss.detach())
         rigid = 0.0
@@ -253,54 +252,33 @@ class Trainer:
             rigid = float(r.detach())
         return data_total, rigid
 
-    @torch.no_grad()
     def standardise_latents(self) -> None:
         """Centre the training latents and give each axis unit variance, absorbing the change into
-        the flow generator's first layer so every particle's deformation stays exactly the same.
+        the flow generator's first layer so every particle's deformation stays exactly the same
+        (:func:`flexview.model.gauge.standardise_latents`).
 
         Keeps the latents at the scale of the unit Gaussian prior and of the injected noise, so a
         weak early flow cannot shrink them towards zero.
         """
-        z = self.latents[self.train_rows]
-        mean, std = z.mean(dim=0), z.std(dim=0).clamp_min(1e-6)
-        first = self.model.flow.net[0]
-        first.bias += first.weight.cpu().matmul(mean).to(first.bias.device)
-        first.weight *= std.to(first.weight.device)
-        self.latents = (self.latents - mean) / std
+        self.latents = standardise_latents(self.latents, self.model.flow, fit=self.train_rows)
 
     @torch.no_grad()
     def principal_axes(self, n_sample: int = 500) -> np.ndarray:
-        """Whiten the latents and rotate them so that axis 1 carries the largest deformation,
-        axis 2 the next, and so on; the change is absorbed into the flow generator's first layer,
-        so every particle's deformation stays exactly the same.
-
-        The deformation of the masked voxels (weighted by density) is regressed linearly on the
-        whitened latents of up to ``n_sample`` training particles; the right singular vectors of
-        that map are the new axes, their singular values (Å) are returned in decreasing order.
+        """Whiten and rotate the latents so that axis 1 carries the largest deformation of the
+        masked voxels (weighted by √density), axis 2 the next, and so on, with every particle's
+        deformation unchanged (:func:`flexview.model.gauge.principal_axes`, fitted on up to
+        ``n_sample`` training particles). Returns the density-weighted RMS voxel displacement per
+        unit of each new axis (Å), decreasing.
         """
-        rows = self.train_rows
-        if len(rows) > n_sample:
-            rows = np.sort(np.random.default_rng(self.cfg.seed).choice(rows, n_sample, replace=False))
-        z_all = self.latents[self.train_rows].double()
-        mean = z_all.mean(dim=0)
-        evals, evecs = torch.linalg.eigh(torch.cov(z_all.T).reshape(len(mean), len(mean)))
-        whiten = evecs * evals.clamp_min(1e-12).rsqrt()                 # z_w = (z − μ) @ whiten
-        zw = (self.latents[rows].double() - mean) @ whiten
         model = self.model
-        disp = model.voxel_positions(self.latents[rows].to(self.device)) - model.canonical.masked_coords()
-        weight = model.canonical.masked_values().clamp_min(0).sqrt()
-        d = (disp * weight[:, None]).reshape(len(rows), -1).double().cpu()
-        coef = torch.linalg.lstsq(zw - zw.mean(0), d - d.mean(0)).solution          # (K, 3P)
-        u, sv, vt = torch.linalg.svd(coef.T, full_matrices=False)
-        peak = u.abs().argmax(dim=0)                  # fix each axis's sign: its largest move is +
-        vt = vt * torch.sign(u[peak, torch.arange(u.shape[1])])[:, None]
-        transform = whiten @ vt.T                                         # z_new = (z − μ) @ transform
-        back = torch.linalg.inv(transform)                                # z = z_new @ back + μ
-        first = model.flow.net[0]
-        w = first.weight.double().cpu()
-        first.bias += (w @ mean).to(first.bias)
-        first.weight.copy_((w @ back.T).to(first.weight))
-        self.latents = ((self.latents.double() - mean) @ transform).float()
+        coords = model.canonical.masked_coords()
+        weight = model.canonical.masked_values().detach().clamp_min(0).sqrt()
+
+        def features(z: Tensor) -> Tensor:
+            return (model.voxel_positions(z.to(self.device)) - coords) * weight[:, None]
+
+        self.latents, sv = principal_axes(self.latents, model.flow, features=features,
+                                          fit=self.train_rows, n_sample=n_sample, seed=self.cfg.seed)
         return (sv / np.sqrt(weight.pow(2).sum().item())).numpy()
 
     # ---------------------------------------------------------------- loop
@@ -327,7 +305,7 @@ class Trainer:
         self.model.canonical.set_band_limit(resolution_A=band)
         for start in range(0, len(rows), chunk):
             sel = rows[start:start + chunk]
-            batch = self.data.batch(sel, self.device)
+            batch = self.batch(sel)
             z = self.latents[sel].to(self.device)
             if self.cfg.latent_search > 0:
                 z = self.search_latents(batch, z, radius, sweeps=sweeps)

@@ -2,7 +2,8 @@
 
 ``config.json``, ``mesh.npz``, ``mask.mrc``, ``flow.pt`` (state dict), ``canonical.mrc``,
 ``latents.npy`` (M × K float32, input particle order), ``latents.star``, ``calibration.json``,
-``log.csv`` and ``checkpoints/``. Every file is written atomically.
+``log.csv`` and ``checkpoints/``. Every file is written atomically. Training writes the folder;
+reconstruction, :func:`flexview.run.load_run` and the app read it through :class:`RunFolder`.
 """
 from __future__ import annotations
 
@@ -53,10 +54,12 @@ def save_torch(path: Path, obj) -> None:
 
 
 def load_torch(path: Path):
+    """What :func:`save_torch` wrote, on the CPU; never unpickles arbitrary objects."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` atomically, without pickling."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
@@ -91,4 +94,5 @@ def _number(text: str):
 
 
 def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
