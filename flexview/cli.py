@@ -41,7 +41,13 @@ def join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code.
+
+    0: done. 2: refused input (:class:`FlexviewInputError`) or a file that could not be read or
+    written (:class:`OSError`: a read-only or full disk, a name too long), reported on one line
+    that names the file. 130: interrupted (Ctrl-C). Any other exception is a bug and keeps its
+    traceback.
+    """
     argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
@@ -49,6 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     except FlexviewInputError as exc:
         print(f"flexview {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"flexview {args.command}: error: {describe_os_error(exc, getattr(args, 'out', None))}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"flexview {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def describe_os_error(exc: OSError, out=None) -> str:
+    """``PATH: reason`` for a failed read or write; the output folder ``out`` stands in for a
+    missing file name (an error raised by a write that does not name its file)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if names:
+        return f"{' -> '.join(names)}: {reason}"
+    return f"{out}: {reason} (while writing the output)" if out else reason
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,4 +14,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FlexviewInputError("CUDA was requested but no GPU is available", field="--device")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FlexviewInputError(f"not a torch device: {name!r}", field="--device") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise FlexviewInputError(f"there is no GPU {device.index}: this machine has {torch.cuda.device_count()} "
+                                 f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})", field="--device")
+    return device

@@ -20,6 +20,7 @@ class FlexviewInputError(ValueError):
     def __init__(self, message: str, path: str | Path | None = None, field: str | None = None):
         self.path = None if path is None else str(path)
         self.field = field
+        self.message = message
         parts = []
         if self.path:
             parts.append(self.path)

@@ -1,5 +1,5 @@
-"""Image and map preprocessing: Fourier cropping, maps at a chosen box, background normalisation,
-noise spectra.
+"""Image and map preprocessing: Fourier cropping, resampling of mixed optics groups to one grid,
+maps at a chosen box, background normalisation, noise spectra.
 
 Functions take NumPy arrays or torch tensors and return the same kind. Images are stacks
 ``[n, y, x]`` (square), maps ``[z, y, x]`` (cubic); the centre is the pixel with index ``N // 2``,
@@ -104,6 +104,50 @@ def fourier_crop_volume(volume: ArrayLike, new_box: int, voxel_size: float = 1.0
     return _back(_fourier_crop(x, new_box, 3), was_numpy), float(voxel_size) * box / new_box
 
 
+# ----------------------------------------------------------------------------------------------
+# optics groups of different pixel sizes or boxes, resampled to one grid
+# ----------------------------------------------------------------------------------------------
+
+def _fourier_pad(x: Tensor, new_box: int) -> Tensor:
+    """Upsample ``[..., N, N]`` to ``[..., M, M]`` (M > N) by zero-padding the centred DFT
+    (sample-preserving, phase origin N//2 → M//2)."""
+    box, dims = x.shape[-1], (-2, -1)
+    spectrum = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims)), dim=dims)
+    padded = spectrum.new_zeros(spectrum.shape[:-2] + (new_box, new_box))
+    start = new_box // 2 - box // 2
+    padded[..., start:start + box, start:start + box] = spectrum
+    out = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(padded, dim=dims)), dim=dims).real
+    return out * (new_box / box) ** 2
+
+
+def _centre_window(x: Tensor, box: int) -> Tensor:
+    """Crop or zero-pad ``[..., M, M]`` in real space to ``[..., box, box]``, pixel M//2 → box//2."""
+    m = x.shape[-1]
+    if m == box:
+        return x
+    if m > box:
+        start = m // 2 - box // 2
+        return x[..., start:start + box, start:start + box]
+    out = x.new_zeros(x.shape[:-2] + (box, box))
+    start = box // 2 - m // 2
+    out[..., start:start + m, start:start + m] = x
+    return out
+
+
+def resample_images(images: ArrayLike, fourier_box: int, box: int) -> ArrayLike:
+    """Images ``(n, B, B)`` brought to another pixel size and box: Fourier-cropped (or zero-padded)
+    to ``fourier_box`` M, which scales the pixel size by B / M, then cropped (or zero-padded) in
+    real space to ``box`` around pixel M//2. Sample-preserving like :func:`fourier_crop`; with
+    M = box ≤ B it is :func:`fourier_crop` exactly."""
+    x, was_numpy = _as_tensor(images)
+    size = _check_square(x, 2, "images")
+    if fourier_box < size:
+        x = _fourier_crop(x, fourier_box, 2)
+    elif fourier_box > size:
+        x = _fourier_pad(x, fourier_box)
+    return _back(_centre_window(x, box), was_numpy)
+
+
 def map_at_box(volume: np.ndarray, voxel_size_A: float, box: int | None = None, *,
                extent_A: float | None = None, source: str | Path | None = None) -> tuple[np.ndarray, float]:
     """A cubic map Fourier-cropped to ``box``, after checking that it fits.
@@ -154,7 +198,7 @@ def map_at_box(volume: np.ndarray, voxel_size_A: float, box: int | None = None, 
 def read_map_at_box(path: str | Path, box: int | None = None, *,
                     extent_A: float | None = None) -> tuple[np.ndarray, float]:
     """Read an MRC map and return :func:`map_at_box` of it; errors name ``path``."""
-    volume, voxel = read_map(path)
+    volume, voxel = read_map(path, cubic=True)
     return map_at_box(volume, voxel, box, extent_A=extent_A, source=path)
 
 

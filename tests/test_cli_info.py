@@ -89,12 +89,14 @@ def test_malformed_files_exit_2_naming_file_and_field(run_info, tmp_path, name, 
     assert str(tmp_path / name) in err and f"field '{field}'" in err
 
 
-def test_nan_in_map_exits_2(run_info, tmp_path):
+def test_nan_in_map_is_a_warning(run_info, tmp_path):
     volume = np.zeros((4, 4, 4), np.float32)
     volume[1, 2, 3] = np.nan
+    volume[0, 0, 0] = 5.0
     write_map(tmp_path / "n.mrc", volume, 1.0)
-    code, _, err = run_info(tmp_path / "n.mrc")
-    assert code == 2 and "n.mrc" in err and "data" in err
+    code, out, err = run_info(tmp_path / "n.mrc")
+    assert code == 0 and "non-finite values: 1" in out and "max: 5" in out
+    assert "warning" in err and "n.mrc" in err and "field 'data'" in err and "1 value is NaN" in err
 
 
 def test_missing_file_exits_2(run_info, tmp_path):

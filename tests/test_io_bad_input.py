@@ -76,26 +76,32 @@ def test_premultiplied_in_optics(tmp_path):
     assert "premultiplied" in str(err)
 
 
-@pytest.mark.parametrize("sizes, field", [
-    (("2.0 16", "2.0 20"), "rlnImageSize"),
-    (("2.0 16", "1.0 16"), "rlnImagePixelSize"),
+@pytest.mark.parametrize("sizes, pixel_sizes, boxes", [
+    (("2.0 16", "2.0 20"), None, [16, 20]),
+    (("2.0 16", "1.0 16"), [2.0, 1.0], None),
 ])
-def test_mixed_optics_groups(tmp_path, sizes, field):
+def test_mixed_optics_groups_are_read_per_particle(tmp_path, sizes, pixel_sizes, boxes):
     optics = ("data_optics\nloop_\n_rlnOpticsGroup\n_rlnImagePixelSize\n_rlnImageSize\n"
               f"1 {sizes[0]}\n2 {sizes[1]}\n")
     path = star(tmp_path, "_rlnImageName\n_rlnOpticsGroup\n1@s.mrcs 1\n2@s.mrcs 2", optics)
     one_group = tmp_path / "one.star"  # only the groups in use matter
     one_group.write_text(path.read_text().replace("2@s.mrcs 2", "2@s.mrcs 1"))
-    assert len(read_star(one_group)) == 2
-    err = expect_error(lambda: read_star(path), path, field)
-    assert "mixed" in str(err)
+    uniform = read_star(one_group)
+    assert len(uniform) == 2 and uniform.pixel_sizes is None and uniform.boxes is None
+    p = read_star(path)
+    assert (p.pixel_size, p.box) == (2.0, 16)  # the lowest optics group's
+    assert (None if p.pixel_sizes is None else p.pixel_sizes.tolist()) == pixel_sizes
+    assert (None if p.boxes is None else p.boxes.tolist()) == boxes
+    assert p.optics["rlnImagePixelSize"].tolist() == [2.0, float(sizes[1].split()[0])]
+    assert p.optics["rlnImageSize"].tolist() == [16, int(sizes[1].split()[1])]
 
 
 def test_mixed_pixel_size_relion30(tmp_path):
     path = tmp_path / "p.star"
     path.write_text("data_\nloop_\n_rlnImageName\n_rlnDetectorPixelSize\n_rlnMagnification\n"
                     "1@s.mrcs 5 10000\n2@s.mrcs 5 20000\n")
-    expect_error(lambda: read_star(path), path, "rlnDetectorPixelSize")
+    p = read_star(path)
+    assert p.pixel_sizes.tolist() == [5.0, 2.5] and sorted(set(p.optics_group)) == [1, 2]
 
 
 @pytest.mark.parametrize("text, field", [
@@ -136,23 +142,28 @@ def test_missing_stack_reads_metadata_then_fails_on_validate(tmp_path):
 def test_index_past_end_of_stack(tmp_path):
     write_stack(tmp_path / "s.mrcs", np.zeros((2, 16, 16), np.float32), 2.0)
     path = good_star(tmp_path, numbers=(1, 3))
-    err = expect_error(lambda: read_star(path, validate=True), tmp_path / "s.mrcs", "image index")
-    assert "3" in str(err)
-    expect_error(lambda: read_star(path).images.read(1), tmp_path / "s.mrcs", "image index")
+    err = expect_error(lambda: read_star(path), path, "rlnImageName")  # the stack header is read at once
+    assert "image 3 is past the end" in str(err) and "holds 2" in str(err)
+    expect_error(lambda: read_star(path, strict=False, validate=True), tmp_path / "s.mrcs", "image index")
+    expect_error(lambda: read_star(path, strict=False).images.read(1), tmp_path / "s.mrcs", "image index")
 
 
 def test_non_square_images(tmp_path):
     write_stack(tmp_path / "s.mrcs", np.zeros((2, 16, 20), np.float32), 2.0)
     path = good_star(tmp_path)
-    err = expect_error(lambda: read_star(path, validate=True), tmp_path / "s.mrcs", "image shape")
+    err = expect_error(lambda: read_star(path), tmp_path / "s.mrcs", "nx, ny")
+    assert "square" in str(err)
+    err = expect_error(lambda: read_star(path, strict=False, validate=True), tmp_path / "s.mrcs", "image shape")
     assert "square" in str(err)
 
 
 def test_box_differs_from_metadata(tmp_path):
     write_stack(tmp_path / "s.mrcs", np.zeros((2, 20, 20), np.float32), 2.0)
     path = good_star(tmp_path, image_size=16)
-    expect_error(lambda: read_star(path, validate=True), tmp_path / "s.mrcs", "image shape")
-    expect_error(lambda: read_star(path).images.read(0), tmp_path / "s.mrcs", "image shape")
+    err = expect_error(lambda: read_star(path), path, "rlnImageSize")
+    assert "16 px" in str(err) and "20 px" in str(err)
+    expect_error(lambda: read_star(path, strict=False, validate=True), tmp_path / "s.mrcs", "image shape")
+    expect_error(lambda: read_star(path, strict=False).images.read(0), tmp_path / "s.mrcs", "image shape")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -188,8 +199,6 @@ def cs_file(folder: Path, n: int = 2, drop=(), **replace) -> Path:
 CS_CASES = {
     "missing blob/path": (dict(drop=("blob/path",)), "blob/path"),
     "non-square shape": (dict(blob__shape=np.array([[16, 20], [16, 20]], np.uint32)), "blob/shape"),
-    "mixed box": (dict(blob__shape=np.array([[16, 16], [20, 20]], np.uint32)), "blob/shape"),
-    "mixed pixel size": (dict(blob__psize_A=np.array([2.0, 1.0], np.float32)), "blob/psize_A"),
     "sign zero": (dict(blob__sign=np.zeros(2, np.float32)), "blob/sign"),
     "NaN pose": (dict(alignments3D__pose=np.array([[0, 0, 0], [0, np.nan, 0]], np.float32)), "alignments3D/pose"),
     "split 2": (dict(alignments3D__split=np.array([0, 2], np.uint32)), "alignments3D/split"),
@@ -210,7 +219,15 @@ def test_cs_missing_stack_and_index_past_end(tmp_path):
     p = read_cs(path)
     expect_error(p.images.validate, tmp_path / "s.mrcs", "blob/path")
     write_stack(tmp_path / "s.mrcs", np.zeros((2, 16, 16), np.float32), 2.0)
-    expect_error(lambda: read_cs(path, validate=True), tmp_path / "s.mrcs", "image index")
+    err = expect_error(lambda: read_cs(path), path, "blob/idx")
+    assert "image 6 is past the end" in str(err)
+    expect_error(lambda: read_cs(path, strict=False, validate=True), tmp_path / "s.mrcs", "image index")
+
+
+def test_cs_mixed_box_and_pixel_size_are_read_per_particle(tmp_path):
+    p = read_cs(cs_file(tmp_path, blob__shape=np.array([[16, 16], [20, 20]], np.uint32),
+                        blob__psize_A=np.array([2.0, 1.0], np.float32)))
+    assert p.boxes.tolist() == [16, 20] and p.pixel_sizes.tolist() == [2.0, 1.0]
 
 
 @pytest.mark.parametrize("content, field", [

@@ -186,7 +186,7 @@ def test_resume_refuses_changed_parameters(tiny_flex_dataset, make_tiny_config, 
     TrainingSession.start(make_tiny_config(tiny_flex_dataset), tmp_path / "run").run()
     with pytest.raises(FlexviewInputError, match="box"):
         TrainingSession.resume(tmp_path / "run", {"box": 20})
-    with pytest.raises(FlexviewInputError, match="already exists"):
+    with pytest.raises(FlexviewInputError, match="run is already here.*--resume"):
         TrainingSession.start(make_tiny_config(tiny_flex_dataset), tmp_path / "run")
 
 

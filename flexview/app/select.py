@@ -72,6 +72,10 @@ class SelectState:
         """The run's input particles (its ``config.particles``), with latent columns added."""
         if self._particles is None:
             cfg = self.run.config
+            if not Path(cfg.particles).is_file():
+                raise FlexviewInputError(f"the run's particle file {cfg.particles} was not found (a relative "
+                                         "path is looked up in the folders above the run folder and in the "
+                                         "current folder)", self.run.folder.config, "particles")
             particles = read_particles(cfg.particles, cfg.project_dir)
             z = self.run.latents
             if len(particles) != len(z):

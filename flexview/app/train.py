@@ -17,6 +17,7 @@ from psygnal import Signal
 from flexview.app.messages import error_text
 from flexview.runfolder import RunFolder, read_log
 from flexview.train import Progress, TrainConfig, TrainingSession
+from flexview.train.session import RunComplete
 
 STOP = "stop"
 
@@ -46,9 +47,14 @@ class TrainResult:
 def training_updates(cfg: TrainConfig, out: str | Path, *, resume: bool = False, refresh_every: int = 5):
     """Generator run by the worker: start (or resume) a session and yield a :class:`TrainUpdate`
     per iteration. Sending :data:`STOP` ends it after the current iteration; the session then
-    writes its outputs (a resumable run folder). Returns a :class:`TrainResult`."""
+    checkpoints and writes its outputs (a resumable run folder that Explore opens), keeping the
+    outputs of a run that had completed. An error writes no outputs (the last checkpoint is kept).
+    Returns a :class:`TrainResult`."""
     if resume:
-        session = TrainingSession.resume(out, {"epochs": cfg.epochs, "device": cfg.device})
+        try:
+            session = TrainingSession.resume(out, {"epochs": cfg.epochs, "device": cfg.device})
+        except RunComplete as done:         # nothing to do, nothing written
+            return TrainResult(Path(out), done.iteration, done.iteration, True)
     else:
         session = TrainingSession.start(cfg, out)
     trainer = session.trainer
@@ -64,10 +70,9 @@ def training_updates(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             fresh = trainer.iteration >= trainer.total_iters or trainer.iteration % max(1, refresh_every) == 0
             command = yield _snapshot(session, record, fresh)
     finally:
-        steps.close()  # the session writes its outputs when its generator ends or closes
+        steps.close()  # closed early, the session stops: checkpoint and outputs (TrainingSession.stop)
         if not started:
-            session.save_checkpoint()
-            session.write_outputs()
+            session.stop()
     return TrainResult(Path(out), trainer.iteration, trainer.total_iters, session.finished)
 
 

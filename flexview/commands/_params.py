@@ -7,10 +7,12 @@ by the table, so a refused value names the option the user typed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import textwrap
+from pathlib import Path
 
 from flexview.errors import FlexviewInputError
-from flexview.params import ParameterError, ParamField, describe, parse_text, table
+from flexview.params import ParameterError, ParamField, check_value, describe, parse_text, table
 
 GIVEN = "given_parameters"
 
@@ -71,6 +73,7 @@ def given_params(args: argparse.Namespace, cls: type) -> dict:
         if name not in rows or rows[name].param.hidden:
             raise FlexviewInputError(f"unknown parameter {name!r}", field="--set")
         given[name] = _parse(rows[name], text, f"--set {name}")
+    _check_paths(rows, given)
     return given
 
 
@@ -79,6 +82,39 @@ def _parse(row: ParamField, text: str, option: str):
         return parse_text(row, text)
     except ParameterError as exc:
         raise FlexviewInputError(exc.reason, field=option) from None
+
+
+def _check_paths(rows: dict[str, ParamField], given: dict) -> None:
+    """A file or folder given for a path field must exist (checked after every value parsed)."""
+    for name, value in given.items():
+        mode, option = rows[name].param.path and rows[name].param.path[0], rows[name].option
+        if mode == "open" and value and not Path(value).is_file():
+            raise FlexviewInputError("is a folder, not a file" if Path(value).is_dir() else "file not found",
+                                     value, option)
+        if mode == "dir" and value and not Path(value).is_dir():
+            raise FlexviewInputError("is a file, not a folder" if Path(value).exists() else "folder not found",
+                                     value, option)
+
+
+def check_option(cls: type, name: str, value, option: str):
+    """``value`` checked against field ``name`` of ``cls``'s table (its kind, bounds and
+    choices), for a command option ``option`` that sets the same quantity outside ``cls``."""
+    try:
+        return check_value(table(cls)[name], value)
+    except ParameterError as exc:
+        raise FlexviewInputError(exc.reason, field=option) from None
+
+
+@contextlib.contextmanager
+def as_options(options: dict[str, str]):
+    """Report an engine refusal of argument ``name`` (a :class:`FlexviewInputError` with that
+    field) under the command-line option ``options[name]`` that set it; the file it names stays."""
+    try:
+        yield
+    except FlexviewInputError as exc:
+        if exc.field not in options:
+            raise
+        raise FlexviewInputError(exc.message, exc.path, options[exc.field]) from None
 
 
 def build(cls: type, values: dict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from flexview.errors import FlexviewInputError
+
 
 DEMO_DEFAULTS = dict(kind="hinge", n_particles=2000, box=64, snr=0.1, train_box=32, epochs=16,
                      batch_size=100, cells_across=10, lr_flow=0.01)
@@ -12,7 +14,7 @@ DEMO_DEFAULTS = dict(kind="hinge", n_particles=2000, box=64, snr=0.1, train_box=
 def register(sub) -> None:
     p = sub.add_parser("demo", help="make the built-in flexible dataset, train on it and show the result",
                        description="Synthetic hinge protein → training → volume series → napari.")
-    p.add_argument("--out", required=True, help="folder for the dataset, the run and the series")
+    p.add_argument("--out", required=True, help="new or empty folder for the dataset, the run and the series")
     p.add_argument("--particles", type=int, default=DEMO_DEFAULTS["n_particles"], help="number of particles")
     p.add_argument("--epochs", type=int, default=DEMO_DEFAULTS["epochs"], help="training epochs")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
@@ -21,25 +23,40 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_args(args):
+    """The demo's training configuration, after refusing, before anything is simulated or
+    written, an option out of bounds or an --out that is not a new or empty folder."""
+    from flexview.commands._params import build
+    from flexview.device import resolve_device
+    from flexview.io.outputs import check_output_folder
+    from flexview.train import TrainConfig
+
+    out, d = Path(args.out), DEMO_DEFAULTS
+    if args.particles < 2:
+        raise FlexviewInputError(f"need at least 2 particles, not {args.particles}", field="--particles")
+    cfg = build(TrainConfig, dict(particles=str(out / "data" / "particles.star"),
+                                  consensus_map=str(out / "data" / "consensus.mrc"), box=d["train_box"],
+                                  epochs=args.epochs, batch_size=d["batch_size"], cells_across=d["cells_across"],
+                                  lr_flow=d["lr_flow"], device=args.device, seed=args.seed))
+    resolve_device(cfg.device)
+    check_output_folder(out)
+    return cfg
+
+
 def run(args) -> int:
     from flexview.commands.generate import write_series
     from flexview.commands.train import report
     from flexview.run import load_run
     from flexview.synth import make_dataset
-    from flexview.train import TrainConfig, TrainingSession
+    from flexview.train import TrainingSession
 
-    out = Path(args.out)
+    cfg = check_args(args)
+    out, d = Path(args.out), DEMO_DEFAULTS
     t0 = time.perf_counter()
-    d = DEMO_DEFAULTS
     print(f"1/3 simulating {args.particles} particles of a hinged protein (box {d['box']}) ...")
     make_dataset(out / "data", kind=d["kind"], n_particles=args.particles, box=d["box"], snr=d["snr"],
                  seed=args.seed)
     print(f"2/3 training at box {d['train_box']} ...")
-    cfg = TrainConfig(particles=str(out / "data" / "particles.star"),
-                      consensus_map=str(out / "data" / "consensus.mrc"), box=d["train_box"],
-                      epochs=args.epochs, batch_size=d["batch_size"], cells_across=d["cells_across"],
-                      lr_flow=d["lr_flow"],
-                      device=args.device, seed=args.seed)
     report(TrainingSession.start(cfg, out / "run"))
     print("3/3 writing a volume series along latent axis 0 ...")
     run_obj = load_run(out / "run")

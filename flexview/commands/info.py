@@ -1,4 +1,10 @@
-"""``flexview info FILE``: summarise a particle file (.star, .cs) or a map / image stack (.mrc, .mrcs)."""
+"""``flexview info FILE``: summarise a particle file (.star, .cs) or a map / image stack (.mrc, .mrcs).
+
+Every file that parses is summarised, exit 0: what the particles hold and lack (poses, CTF,
+images, half sets, pixel size), each optics group's pixel size and box, and, as warnings on
+stderr, the values ``train`` and ``reconstruct`` would refuse. Exit 2 only for a file that cannot
+be parsed (or, with ``--validate``, a stack that is missing or does not fit).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +15,14 @@ from flexview.errors import FlexviewInputError
 from flexview.io.formats import PARTICLE_SUFFIXES, read_particles
 from flexview.io.mrc import describe_mrc
 from flexview.io.particles import ParticleSet, StackImages, stack_references
-from flexview.io.summary import particle_summary
+from flexview.io.summary import particle_summary, problem_summary
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("info", help="summarise a particle file or a map",
-                                   description=__doc__.split(":", 1)[1].strip())
+                                   description=__doc__.split("\n")[0].split(":", 1)[1].strip())
     parser.add_argument("file", type=Path, help="a .star, .cs, .mrc or .mrcs file")
     parser.add_argument("--project-dir", type=Path, default=None,
                         help="folder that image paths may be relative to (RELION / cryoSPARC project)")
@@ -28,12 +34,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     suffix = args.file.suffix.lower()
     if suffix in PARTICLE_SUFFIXES:
-        particles = read_particles(args.file, args.project_dir, validate=args.validate)
+        particles = read_particles(args.file, args.project_dir, validate=args.validate, strict=False)
         print("\n".join(particle_summary(particles)))
+        for line in problem_summary(particles):
+            print(f"flexview info: warning: {line}", file=sys.stderr)
         warn_missing_stacks(particles)
         return 0
     if suffix in MRC_SUFFIXES:
-        print("\n".join(mrc_summary(args.file)))
+        lines, warning = mrc_summary(args.file)
+        print("\n".join(lines))
+        if warning:
+            print(f"flexview info: warning: {args.file}: field 'data': {warning}", file=sys.stderr)
         return 0
     raise FlexviewInputError(f"unknown file type '{args.file.suffix}' (expected .star, .cs, .mrc or .mrcs)",
                              args.file, "file name")
@@ -60,11 +71,18 @@ def _stack_field(images) -> str:
     return getattr(images, "field", "image name")
 
 
-def mrc_summary(path: Path) -> list[str]:
-    """Lines describing an MRC map or stack: kind, shape, voxel size and value range."""
+def mrc_summary(path: Path) -> tuple[list[str], str]:
+    """Lines describing an MRC map or stack (kind, shape, voxel size, range of the finite values),
+    and a warning ("" when none) when values are NaN or infinite."""
     d = describe_mrc(path)
     shape = " x ".join(str(s) for s in d["shape"])
-    return [f"file: {path}", f"kind: {d['kind']}", f"shape: {shape} ({d['axes']})",
-            f"voxel size: {d['voxel_size']:.4f} Å" if d["voxel_size"] > 0 else "voxel size: not set (0 in header)",
-            f"min: {d['min']:.6g}", f"max: {d['max']:.6g}",
-            f"mean: {d['mean']:.6g}", f"std: {d['std']:.6g}"]
+    lines = [f"file: {path}", f"kind: {d['kind']}", f"shape: {shape} ({d['axes']})",
+             f"voxel size: {d['voxel_size']:.4f} Å" if d["voxel_size"] > 0 else "voxel size: not set (0 in header)",
+             f"min: {d['min']:.6g}", f"max: {d['max']:.6g}", f"mean: {d['mean']:.6g}", f"std: {d['std']:.6g}",
+             f"non-finite values: {d['non_finite']}"]
+    warning = ""
+    if d["non_finite"]:
+        count = d["non_finite"]
+        warning = (f"{count} {'value is' if count == 1 else 'values are'} NaN or infinite (statistics are of the "
+                   "others); train and reconstruct refuse such a map or stack")
+    return lines, warning

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -54,24 +55,49 @@ def _read_segments(path: str, extent_A: float) -> tuple[np.ndarray, float]:
     return labels, voxel
 
 
+# argument of the engine → the option that sets it
+OPTIONS = {"box": "--box", "threshold": "--threshold", "--cells-across": "--cells"}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no map: numbers within their bounds, the segment options and --out."""
+    from flexview.commands._params import check_option
+    from flexview.io.outputs import check_output_file, written_by_flexview
+    from flexview.train.config import TrainConfig
+
+    check_option(TrainConfig, "cells_across", args.cells, "--cells")
+    check_option(TrainConfig, "cell_size_A", args.cell_size_A, "--cell-size")
+    check_option(TrainConfig, "mask_threshold", args.threshold, "--threshold")
+    check_option(TrainConfig, "mask_dilate_A", args.dilate_A, "--dilate")
+    if args.box is not None:
+        check_option(TrainConfig, "box", args.box, "--box")
+    if not (math.isfinite(args.rigid_weight) and args.rigid_weight >= 0):
+        raise FlexviewInputError(f"must be ≥ 0, not {args.rigid_weight:g}", field="--rigid-weight")
+    check_output_file(args.out, ours=written_by_flexview)
+    if args.out.suffix.lower() != ".npz":
+        raise FlexviewInputError("a mesh file is a NumPy archive whose name ends in .npz", args.out, "--out")
+
+
 def run(args: argparse.Namespace) -> int:
+    from flexview.commands._params import as_options
     from flexview.io.meshfile import write_mesh
     from flexview.model.cutmesh import cut_mesh, parse_fuse
     from flexview.model.mesh import build_regular_mesh
     from flexview.preprocess import read_map_at_box
+    from flexview.train.setup import check_cells
 
     fuse = parse_fuse(args.fuse)
     rigid, pinned = parse_ids(args.rigid, "--rigid"), parse_ids(args.pinned, "--pinned")
     if (fuse or rigid or pinned) and not args.segments:
         raise FlexviewInputError("--fuse, --rigid and --pinned need --segments", field="--segments")
-    if args.cells < 1 or (args.cell_size_A is not None and not args.cell_size_A > 0):
-        raise FlexviewInputError("the cell size and the number of cells must be positive",
-                                 field="--cell-size" if args.cell_size_A is not None else "--cells")
-    density, px = read_map_at_box(args.map, args.box)
-    mesh = build_regular_mesh(density, px, threshold=args.threshold, cell_size_A=args.cell_size_A,
-                              cells_across=args.cells, dilate_A=args.dilate_A)
+    check_args(args)
+    with as_options(OPTIONS):
+        density, px = read_map_at_box(args.map, args.box)
+        check_cells(args.cells, args.cell_size_A, density.shape[0], px)
+        labels, voxel = _read_segments(args.segments, density.shape[0] * px) if args.segments else (None, px)
+        mesh = build_regular_mesh(density, px, threshold=args.threshold, cell_size_A=args.cell_size_A,
+                                  cells_across=args.cells, dilate_A=args.dilate_A)
     if args.segments:
-        labels, voxel = _read_segments(args.segments, density.shape[0] * px)
         mesh = cut_mesh(mesh, labels, fuse, rigid=rigid, pinned=pinned, rigid_weight=args.rigid_weight,
                         labels_pixel_size=voxel)
     write_mesh(args.out, mesh)

@@ -7,6 +7,10 @@ import textwrap
 from flexview.commands._params import add_param_options, build, given_params, set_epilog
 from flexview.recon.pipeline import ReconOptions
 
+# what `flexview reconstruct` writes in --out (summary.json last)
+OUTPUTS = ("half_A.mrc", "half_B.mrc", "noflex_half_A.mrc", "noflex_half_B.mrc", "map.mrc", "map_sharp.mrc",
+           "support_mask.mrc", "fsc.csv", "fsc.png", "deformation_error.csv", "summary.json")
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -24,9 +28,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from flexview.io.outputs import check_output_folder
     from flexview.recon.pipeline import reconstruct_run
 
     opts = build(ReconOptions, given_params(args, ReconOptions))
+    check_output_folder(args.out, marker="summary.json", names=OUTPUTS)
     summary = reconstruct_run(args.run, args.particles, args.out, opts, log=print)
     res = summary["resolution_A"]
     print(f"output folder: {args.out}")

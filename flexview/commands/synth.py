@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -26,11 +27,31 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+# what `flexview synth` writes in --out (dataset.json last)
+OUTPUTS = ("particles.star", "particles.cs", "particles.mrcs", "consensus.mrc", "dataset.json", "ground_truth")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before anything is simulated or written, a number out of bounds or an --out that
+    holds files `flexview synth` did not write."""
+    from flexview.commands._params import check_option
+    from flexview.io.outputs import check_output_folder
+    from flexview.train.config import TrainConfig
+
+    if args.n < 2:
+        raise FlexviewInputError(f"need at least 2 particles, not {args.n}", field="--n")
+    check_option(TrainConfig, "box", args.box, "--box")
+    check_option(TrainConfig, "seed", args.seed, "--seed")
+    for value, option in ((args.box_size_A, "--box-size"), (args.snr, "--snr")):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise FlexviewInputError(f"must be a finite number > 0, not {value:g}", field=option)
+    check_output_folder(args.out, marker="dataset.json", names=OUTPUTS)
+
+
 def run(args: argparse.Namespace) -> int:
     from flexview.synth.dataset import make_dataset
 
-    if args.n < 2:
-        raise FlexviewInputError("need at least 2 particles", field="--n")
+    check_args(args)
     start = time.perf_counter()
     ds = make_dataset(args.out, kind=args.kind, n_particles=args.n, box=args.box,
                       box_size_A=args.box_size_A, snr=args.snr, seed=args.seed)

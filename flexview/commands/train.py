@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from pathlib import Path
 
 from flexview.commands._params import add_param_options, build, given_params, set_epilog
+from flexview.errors import FlexviewInputError
 from flexview.params import table
 from flexview.train.config import TrainConfig
 
@@ -32,49 +36,98 @@ def overrides(args) -> dict:
 
 
 def run(args) -> int:
-    from flexview.train.session import TrainingSession
+    from flexview.runfolder import RunFolder, folder_kind
+    from flexview.train.session import RunComplete, TrainingSession, existing_run_error
 
     given = overrides(args)
     if args.split_halves:
         return run_split_halves(args, given)
-    if args.resume:
-        session = TrainingSession.resume(args.out, given)
-    else:
-        if not given.get("particles") or not given.get("consensus_map"):
-            print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
-            return 2
+    have_inputs = bool(given.get("particles") and given.get("consensus_map"))
+    is_run = folder_kind(Path(args.out)) == "run"          # refuses a file or a foreign folder
+    if is_run and not args.resume:
+        raise existing_run_error(RunFolder(args.out))
+    if is_run:
+        try:
+            session = TrainingSession.resume(args.out, given)
+        except RunComplete as done:
+            print(done)
+            return 0
+    elif args.resume and not have_inputs:
+        raise FlexviewInputError("nothing to resume: no flexview run here (no config.json); to start one, "
+                                 "give PARTICLES and --map", args.out, "--out")
+    elif not have_inputs:
+        print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
+        return 2
+    else:                                                  # --resume before the run began: start it
         session = TrainingSession.start(build(TrainConfig, given), args.out)
     return report(session)
 
 
+def _check_split_root(root: Path, resume: bool) -> bool:
+    """Whether ``root`` already holds a split-halves run; refuses a file, a folder with files
+    flexview did not write, and an existing run without ``--resume``."""
+    from flexview.recon.goldstandard import HALVES, SPLIT_FILE
+    from flexview.runfolder import is_temporary
+
+    ours = {SPLIT_FILE, *(f"half_{h}" for h in HALVES)}
+    if not root.exists():
+        return False
+    if not root.is_dir():
+        raise FlexviewInputError("is a file, not a folder: give a new or empty folder", root, "--out")
+    names = {p.name for p in root.iterdir()}
+    foreign = sorted(n for n in names if n not in ours and not is_temporary(n, ours))
+    if foreign:
+        raise FlexviewInputError(f"the folder holds files flexview did not write ({', '.join(foreign[:3])}); "
+                                 "nothing was written: give a new or empty folder", root, "--out")
+    if not names & ours:
+        return False
+    if not resume:
+        raise FlexviewInputError("a split-halves run is already here; add --resume to continue it, or give "
+                                 "another folder", root, "--out")
+    return True
+
+
 def run_split_halves(args, given: dict) -> int:
     """Train (or resume) one run folder per half set, ``--out/half_A`` and ``--out/half_B``."""
-    from pathlib import Path
-
-    from flexview.recon.goldstandard import HALVES, write_split_json
-    from flexview.train.session import TrainingSession
+    from flexview.recon.goldstandard import HALVES, SPLIT_FILE, write_split_json
+    from flexview.train.session import RunComplete, TrainingSession
 
     if given.get("halves", "all") != "all":
         print("flexview train: error: --split-halves trains both half sets; leave out --halves", file=sys.stderr)
         return 2
     root = Path(args.out)
-    if not args.resume and not (given.get("particles") and given.get("consensus_map")):
+    existing = _check_split_root(root, args.resume)
+    if not existing and not (given.get("particles") and given.get("consensus_map")):
         print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
         return 2
-    if not args.resume:
-        write_split_json(root, given["particles"])
+    new_root = not root.exists()
+    if not existing:
+        write_split_json(root, os.path.abspath(given["particles"]))
     for half in HALVES:
         folder = root / f"half_{half}"
         print(f"half set {half}: {folder}")
-        if args.resume and (folder / "config.json").is_file():
-            session = TrainingSession.resume(folder, {**given, "halves": half})
-        else:
-            values = dict(given)
-            if "particles" not in values:    # resumed before this half started: half A's parameters
-                saved = TrainConfig.from_json(root / "half_A" / "config.json").__dict__
-                values = {**{k: v for k, v in saved.items() if k != "versions"}, **values}
-            session = TrainingSession.start(build(TrainConfig, {**values, "halves": half}), folder)
-        report(session)
+        try:
+            if (folder / "config.json").is_file():
+                session = TrainingSession.resume(folder, {**given, "halves": half})
+            else:
+                values = dict(given)
+                if "particles" not in values:    # resumed before this half started: half A's parameters
+                    saved = TrainConfig.from_json(root / "half_A" / "config.json").__dict__
+                    values = {**{k: v for k, v in saved.items() if k != "versions"}, **values}
+                session = TrainingSession.start(build(TrainConfig, {**values, "halves": half}), folder)
+        except RunComplete as done:
+            print(done)
+            continue
+        except BaseException:
+            if not existing and half == "A":    # nothing of this run was kept: leave no split.json
+                (root / SPLIT_FILE).unlink(missing_ok=True)
+                if new_root:
+                    with contextlib.suppress(OSError):
+                        root.rmdir()
+            raise
+        code = report(session)
+        if code:
+            return code
     return 0
 
 
@@ -82,21 +135,47 @@ def report(session) -> int:
     """Drive the session with a progress bar and print a summary."""
     from tqdm import tqdm
 
+    from flexview.train.optics import describe_resampling
+
     trainer = session.trainer
     bar = tqdm(total=trainer.total_iters, initial=trainer.iteration, unit="it", dynamic_ncols=True)
     last = None
-    for last in session.iterate():
-        bar.update(1)
-        bar.set_postfix(block=last.block, band=f"{last.band_A:.1f}Å", loss=f"{last.data:.4g}")
-        for message in trainer.messages:
-            bar.write(message)
-        trainer.messages.clear()
+    try:
+        for last in session.iterate():
+            bar.update(1)
+            bar.set_postfix(block=last.block, band=f"{last.band_A:.1f}Å", loss=f"{last.data:.4g}")
+            for message in trainer.messages:
+                bar.write(message)
+            trainer.messages.clear()
+    except (Exception, KeyboardInterrupt) as exc:
+        bar.close()
+        return report_failure(session, exc)
     bar.close()
     z = trainer.latents.numpy()
     print(f"run folder: {session.folder.root}")
     print(f"particles: {len(z)}  training box: {trainer.data.box}  pixel size: {trainer.data.pixel_size:.3f} Å")
+    mixed = describe_resampling(list(trainer.data.resampling))
+    if mixed:
+        print(mixed)
     print(f"iterations: {trainer.iteration}  final band limit: {trainer.schedule.band_end_A:.2f} Å")
     if last is not None:
         print(f"final data term: {last.data:.5g}  rigidity: {last.rigidity:.3g}")
     print("latent std per axis: " + ", ".join(f"{s:.3f}" for s in z.std(axis=0)))
     return 0
+
+
+def report_failure(session, exc: BaseException) -> int:
+    """Say that the run failed (or was interrupted), that no outputs were written and where
+    ``--resume`` continues; the exit code: 2 for bad input, 130 for Ctrl-C, else 1."""
+    trainer, root = session.trainer, session.folder.root
+    what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    cause = str(exc) if isinstance(exc, FlexviewInputError) else f"{type(exc).__name__}: {exc}"
+    detail = "" if isinstance(exc, KeyboardInterrupt) and not str(exc) else f": {cause}"
+    print(f"flexview train: error: the run in {root} {what} at iteration {trainer.iteration} of "
+          f"{trainer.total_iters}{detail}", file=sys.stderr)
+    print(f"flexview train: no outputs were written (status.json records the failure); the checkpoint of "
+          f"iteration {session.checkpoint_iteration} is kept, and `flexview train --out {root} --resume` "
+          "continues from it", file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 2 if isinstance(exc, FlexviewInputError) else 1

@@ -1,5 +1,6 @@
 """Reading and writing particle metadata (RELION STAR, cryoSPARC .cs), maps, image stacks and meshes."""
-from flexview.io.cs import read_cs, write_cs
+from flexview.io.cs import read_cs
+from flexview.io.cs_write import write_cs
 from flexview.io.formats import read_particles
 from flexview.io.meshfile import read_mesh, write_mesh
 from flexview.io.mrc import open_stack, read_map, stack_header, write_map, write_stack

@@ -19,24 +19,23 @@ scale``                                            ``ctf`` (angles converted to 
 
 Every other field is kept in ``ParticleSet.extra`` under its ``.cs`` name; a field with several
 elements per particle (e.g. ``ctf/shift_A``, shape (2,)) becomes columns ``ctf/shift_A/0``,
-``ctf/shift_A/1``, which :func:`write_cs` joins again.
+``ctf/shift_A/1``, which :func:`flexview.io.cs_write.write_cs` joins again.
 """
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from flexview.errors import FlexviewInputError
-from flexview.io._atomic import atomic_path
-from flexview.io.mrc import stack_header
-from flexview.io.particles import ParticleSet, SignedImages, StackImages, stack_references
-from flexview.io.tables import complete_optics, float32_to_decimal, relative_path
+from flexview.io.particles import ParticleSet, SignedImages, StackImages
+from flexview.io.problems import Problems, check_ctf, in_all, is_file, load_refusal
+from flexview.io.stacks import check_boxes, name_max, name_too_long, read_stack_headers
+from flexview.io.tables import complete_optics, float32_to_decimal
 from flexview.model.ctf import CTFParams
-from flexview.model.pose import matrix_to_rotvec, rotvec_to_matrix
+from flexview.model.pose import rotvec_to_matrix
 
 # ctf field -> (CTFParams field, factor to CTFParams units, default: number, other cs field, or None = required)
 CTF_FIELDS = {
@@ -59,11 +58,8 @@ OPTICS_MAPPED = ("rlnOpticsGroup", "rlnVoltage", "rlnSphericalAberration", "rlnA
                  "rlnImagePixelSize", "rlnImageSize")
 
 
-# ----------------------------------------------------------------------------------------------
-# reading
-# ----------------------------------------------------------------------------------------------
-
-def read_cs(path: str | Path, project_dir: str | Path | None = None, *, validate: bool = False) -> ParticleSet:
+def read_cs(path: str | Path, project_dir: str | Path | None = None, *, validate: bool = False,
+            strict: bool = True) -> ParticleSet:
     """Read a cryoSPARC ``.cs`` particle file.
 
     Parameters
@@ -74,23 +70,41 @@ def read_cs(path: str | Path, project_dir: str | Path | None = None, *, validate
         see :func:`resolve_blob_path` for the search order.
     validate : bool
         Also check that every stack exists, is square at the box size and holds every image.
+    strict : bool
+        Raise the first problem found in the values (see :mod:`flexview.io.problems`); when False
+        they are kept in ``ParticleSet.problems``.
+
+    Raises
+    ------
+    FlexviewInputError
+        For a file that is not a structured NPY array, a field of the wrong type, or a ``blob/idx``
+        that is not a whole number from 0, naming the file and the field.
     """
     path = Path(path)
     data = _load(path)
-    pixel_size = _uniform(data, "blob/psize_A", path, positive=True)
-    images = _image_source(data, path, project_dir, pixel_size)
+    problems = Problems(path)
+    images, facts = _image_source(data, path, project_dir, problems)
+    pixel_sizes = _pixel_sizes(data, path, problems, facts)
+    boxes = _boxes(data, path, problems, facts, images)
+    if images is not None:
+        images.box = _stacks(images).box = int(boxes[0]) if (boxes == boxes[0]).all() else 0
     rotations = None
     if "alignments3D/pose" in data.dtype.names:
-        rotations = rotvec_to_matrix(_finite(data, "alignments3D/pose", path))
-    ctf = _ctf(data, path)
+        rotations = rotvec_to_matrix(problems.finite(_field(data, "alignments3D/pose", path, 3), "poses",
+                                                     "alignments3D/pose"))
+    ctf = _ctf(data, path, problems)
     groups = _optics_groups(data, path)
+    known = bool(np.isfinite(pixel_sizes).all())
     result = ParticleSet(
-        images=images, pixel_size=pixel_size, box=images.box, rotations=rotations,
-        origins_A=_origins(data, path, pixel_size, rotations is not None), ctf=ctf,
-        half_set=_half_sets(data, path), optics_group=groups,
-        optics=_optics_table(data, groups, pixel_size, images.box, ctf),
-        extra=_extra(data), source=path, source_format="cryosparc")
-    if validate:
+        images=images, pixel_size=float(pixel_sizes[0]) if known else 0.0, box=int(boxes[0]),
+        rotations=rotations, origins_A=_origins(data, path, problems, pixel_sizes, rotations is not None), ctf=ctf,
+        half_set=_half_sets(data, path, problems), optics_group=groups,
+        optics=_optics_table(data, groups, pixel_sizes, boxes, ctf), extra=_extra(data), source=path,
+        source_format="cryosparc", pixel_sizes=pixel_sizes if known else None, boxes=boxes,
+        problems=problems.items)
+    if strict:
+        problems.raise_first()
+    if validate and images is not None:
         _stacks(images).validate()
     return result
 
@@ -102,19 +116,18 @@ def _load(path: Path) -> np.ndarray:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # not NPY, truncated, or object dtype
-        raise FlexviewInputError(f"not a readable cryoSPARC .cs file ({exc})", path, "format") from exc
+        raise FlexviewInputError(f"not a readable cryoSPARC .cs file: {load_refusal(exc)}", path, "format") from exc
     if not isinstance(data, np.ndarray) or data.dtype.names is None or data.ndim != 1:
         raise FlexviewInputError("expected a one-dimensional structured array of particles", path, "dtype")
-    for name in ("blob/path", "blob/idx", "blob/psize_A"):
-        if name not in data.dtype.names:
-            raise FlexviewInputError("required field is missing", path, name)
     if len(data) == 0:
-        raise FlexviewInputError("the file holds no particles", path, "blob/path")
+        raise FlexviewInputError("the file holds no particles", path, "dtype")
+    if "blob/path" in data.dtype.names and "blob/idx" not in data.dtype.names:
+        raise FlexviewInputError("blob/path is given without the image numbers", path, "blob/idx")
     return data
 
 
 def _field(data: np.ndarray, name: str, path: Path, width: int | None = None) -> np.ndarray:
-    """A numeric field as float64, shape (N,) or (N, width)."""
+    """A numeric field as float64, shape (N,) or (N, width); another type is an error."""
     values = data[name]
     if values.dtype.kind not in "biuf":
         raise FlexviewInputError(f"expected numbers, found dtype {values.dtype}", path, name)
@@ -125,53 +138,73 @@ def _field(data: np.ndarray, name: str, path: Path, width: int | None = None) ->
     return values
 
 
-def _finite(data: np.ndarray, name: str, path: Path) -> np.ndarray:
-    """A numeric field that must be finite; vectors keep their per-particle width."""
-    width = {"alignments3D/pose": 3, "alignments3D/shift": 2, "blob/shape": 2}.get(name)
-    values = _field(data, name, path, width)
-    if not np.isfinite(values).all():
-        row = int(np.argmax(~np.isfinite(values.reshape(len(data), -1)).all(axis=1)))
-        raise FlexviewInputError(f"particle {row + 1} has a NaN or infinite value", path, name)
+def _image_source(data: np.ndarray, path: Path, project_dir, problems: Problems):
+    """Lazy images (negated where ``blob/sign`` is +1) and what their stack headers say; (None,
+    None) with a problem of ``images`` when the file has no ``blob/path``."""
+    if "blob/path" not in data.dtype.names:
+        problems.add("images", "no blob/path field: the file names no particle images", "blob/path")
+        return None, None
+    if data["blob/path"].dtype.kind not in "SU":
+        raise FlexviewInputError(f"expected text, found dtype {data['blob/path'].dtype}", path, "blob/path")
+    distinct, codes = np.unique(data["blob/path"], return_inverse=True)
+    folder = Path(os.path.abspath(path)).parent
+    limit = name_max(folder)
+    for k, name in enumerate(distinct):
+        too_long = name_too_long(_text(name).lstrip(">"), folder, limit)
+        if too_long:
+            raise FlexviewInputError(f"particle {int(np.argmax(codes == k)) + 1}: {too_long}", path, "blob/path")
+    paths = [resolve_blob_path(_text(name), path, project_dir) for name in distinct]
+    images = StackImages(paths, codes.reshape(-1), _indices(data, path), 0, field="blob/path")
+    facts = read_stack_headers(images, problems, "blob/idx")
+    if "blob/sign" not in data.dtype.names:
+        return images, facts
+    sign = problems.finite(_field(data, "blob/sign", path), "images", "blob/sign")
+    if not np.isin(sign, (-1.0, 1.0)).all():
+        problems.add("images", f"particle {int(np.argmax(~np.isin(sign, (-1.0, 1.0)))) + 1}: blob/sign must be "
+                     "-1 or +1", "blob/sign")
+        sign = np.where(sign == 1.0, 1.0, -1.0)
+    return (images if (sign == -1).all() else SignedImages(images, -sign)), facts
+
+
+def _indices(data: np.ndarray, path: Path) -> np.ndarray:
+    """``blob/idx`` (0-based image numbers) as int64; anything but whole numbers from 0 is an error."""
+    idx = _field(data, "blob/idx", path)
+    bad = ~np.isfinite(idx) | (idx != np.round(idx)) | (idx < 0)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise FlexviewInputError(f"particle {row + 1}: image index {idx[row]:g} is not a whole number from 0 "
+                                 f"{in_all(int(bad.sum()))}", path, "blob/idx")
+    return idx.astype(np.int64)
+
+
+def _pixel_sizes(data: np.ndarray, path: Path, problems: Problems, facts) -> np.ndarray:
+    """Å per pixel of each particle from ``blob/psize_A``, else the stack headers; NaN where unknown."""
+    if "blob/psize_A" in data.dtype.names:
+        values = problems.finite(_field(data, "blob/psize_A", path), "images", "blob/psize_A")
+        problems.positive(values, "images", "blob/psize_A", "the pixel size")
+        return np.where(np.isfinite(values) & (values > 0), values, np.nan)
+    values = np.full(len(data), np.nan) if facts is None else np.where(facts.pixel_size > 0, facts.pixel_size,
+                                                                       np.nan)
+    if np.isnan(values).any():
+        row = int(np.argmax(np.isnan(values)))
+        problems.add("images", f"no pixel size: no blob/psize_A field, and no readable stack header gives one for "
+                     f"particle {row + 1}", "blob/psize_A")
     return values
 
 
-def _uniform(data: np.ndarray, name: str, path: Path, *, positive: bool = False) -> float:
-    """A scalar field that must hold one value for the whole set."""
-    values = _finite(data, name, path)
-    if positive and not (values > 0).all():
-        raise FlexviewInputError("must be positive", path, name)
-    if not np.allclose(values, values[0], rtol=1e-5, atol=0):
-        raise FlexviewInputError(f"one value is needed for the whole set, found {values.min():g} to "
-                                 f"{values.max():g} (mixed pixel sizes are not supported)", path, name)
-    return float(values[0])
-
-
-def _image_source(data: np.ndarray, path: Path, project_dir, pixel_size: float):
-    """Lazy images; negated where ``blob/sign`` is +1."""
-    distinct, codes = np.unique(data["blob/path"], return_inverse=True)
-    paths = [resolve_blob_path(_text(name), path, project_dir) for name in distinct]
-    images = StackImages(paths, codes, _field(data, "blob/idx", path).astype(np.int64), _box(data, path, paths),
-                         field="blob/path")
-    if "blob/sign" not in data.dtype.names:
-        return images
-    sign = _finite(data, "blob/sign", path)
-    if not np.isin(sign, (-1.0, 1.0)).all():
-        raise FlexviewInputError("blob/sign must be -1 or +1", path, "blob/sign")
-    return images if (sign == -1).all() else SignedImages(images, -sign)
-
-
-def _box(data: np.ndarray, path: Path, paths: list[Path]) -> int:
-    """Image edge in pixels from ``blob/shape``, else from the first stack found (0 if none)."""
+def _boxes(data: np.ndarray, path: Path, problems: Problems, facts, images) -> np.ndarray:
+    """Image edge in pixels of each particle from ``blob/shape``, else its stack's (0 where unknown)."""
     if "blob/shape" not in data.dtype.names:
-        found = next((p for p in paths if p.is_file()), None)
-        return stack_header(found)[2] if found else 0
-    shape = _finite(data, "blob/shape", path).astype(np.int64)
+        return np.zeros(len(data), np.int64) if facts is None else facts.box.astype(np.int64)
+    shape = problems.finite(_field(data, "blob/shape", path, 2), "images", "blob/shape")
+    shape = np.nan_to_num(shape).astype(np.int64)
     if (shape[:, 0] != shape[:, 1]).any():
-        raise FlexviewInputError("images are not square", path, "blob/shape")
-    if (shape[:, 0] != shape[0, 0]).any():
-        raise FlexviewInputError(f"mixed box sizes ({shape.min()} and {shape.max()} px) in one set", path,
-                                 "blob/shape")
-    return int(shape[0, 0])
+        row = int(np.argmax(shape[:, 0] != shape[:, 1]))
+        problems.add("images", f"particle {row + 1}: the images are {shape[row, 1]} x {shape[row, 0]} pixels, "
+                     "not square", "blob/shape")
+    if images is not None:
+        check_boxes(problems, _stacks(images), facts, shape[:, 0], "blob/shape")
+    return shape[:, 0]
 
 
 def _text(value) -> str:
@@ -195,53 +228,71 @@ def resolve_blob_path(name: str, cs_path: Path, project_dir: str | Path | None) 
     near = [folder] + list(folder.parents)[:3]
     folders = project + near if in_project else near[:1] + project + near[1:]
     candidates = [Path(os.path.abspath(f / rel)) for f in folders]
-    return next((c for c in candidates if c.is_file()), candidates[0])
+    return next((c for c in candidates if is_file(c)), candidates[0])
 
 
-def _origins(data: np.ndarray, path: Path, pixel_size: float, has_pose: bool) -> np.ndarray | None:
-    """RELION origins in Å = ``alignments3D/shift`` (px) · ``alignments3D/psize_A``."""
+def _origins(data: np.ndarray, path: Path, problems: Problems, pixel_sizes: np.ndarray,
+             has_pose: bool) -> np.ndarray | None:
+    """RELION origins in Å = ``alignments3D/shift`` (px) · ``alignments3D/psize_A`` (else the
+    particle's pixel size), shape (N, 2)."""
     if "alignments3D/shift" not in data.dtype.names:
         return np.zeros((len(data), 2)) if has_pose else None
-    scale = pixel_size
+    scale = pixel_sizes
     if "alignments3D/psize_A" in data.dtype.names:
-        scale = _finite(data, "alignments3D/psize_A", path)[:, None]
-    return _finite(data, "alignments3D/shift", path) * scale
+        scale = problems.finite(_field(data, "alignments3D/psize_A", path), "poses", "alignments3D/psize_A")
+        problems.positive(scale, "poses", "alignments3D/psize_A", "the pixel size of the shifts")
+    elif np.isnan(pixel_sizes).any():
+        problems.add("poses", "shifts in pixels cannot be converted to Å without a pixel size", "alignments3D/shift")
+    shift = problems.finite(_field(data, "alignments3D/shift", path, 2), "poses", "alignments3D/shift")
+    return shift * scale[:, None]
 
 
-def _half_sets(data: np.ndarray, path: Path) -> np.ndarray:
-    """``alignments3D/split`` (0/1), or -1 for every particle when absent."""
+def _half_sets(data: np.ndarray, path: Path, problems: Problems) -> np.ndarray:
+    """``alignments3D/split`` (0/1); -1 where absent or unusable (a problem of ``half_sets``)."""
     if "alignments3D/split" not in data.dtype.names:
         return np.full(len(data), -1, dtype=np.int8)
-    split = _finite(data, "alignments3D/split", path)
-    if not np.isin(split, (0, 1)).all():
-        raise FlexviewInputError("half-set split must be 0 or 1", path, "alignments3D/split")
-    return split.astype(np.int8)
+    split = problems.finite(_field(data, "alignments3D/split", path), "half_sets", "alignments3D/split")
+    good = np.isin(split, (0, 1))
+    if not good.all():
+        row = int(np.argmax(~good))
+        problems.add("half_sets", f"particle {row + 1}: half-set split {split[row]:g} is not 0 or 1",
+                     "alignments3D/split")
+    return np.where(good, split, -1).astype(np.int8)
 
 
-def _ctf(data: np.ndarray, path: Path) -> CTFParams | None:
-    """CTF parameters when ``ctf/df1_A`` is present, else None."""
+def _ctf(data: np.ndarray, path: Path, problems: Problems) -> CTFParams | None:
+    """CTF parameters when ``ctf/df1_A`` is present, else None (also when a required field is
+    missing: a problem of ``ctf``)."""
     if "ctf/df1_A" not in data.dtype.names:
         return None
     values: dict[str, np.ndarray] = {}
+    fields: dict[str, str] = {}
     for name, (attr, factor, default) in CTF_FIELDS.items():
         if name in data.dtype.names:
-            values[attr] = _finite(data, name, path) * factor
+            values[attr], fields[attr] = _field(data, name, path) * factor, name
         elif default is None:
-            raise FlexviewInputError("the CTF needs this field", path, name)
+            problems.add("ctf", "the CTF needs this field", name)
         else:
             values[attr] = values[CTF_FIELDS[default][0]] if isinstance(default, str) else default
-    return CTFParams(**values)
+    if any(a == "ctf" and e.field in CTF_FIELDS and CTF_FIELDS[e.field][2] is None for a, e in problems.items):
+        return None
+    result = CTFParams(**values)
+    check_ctf(result, problems, fields)
+    return result
 
 
 def _optics_groups(data: np.ndarray, path: Path) -> np.ndarray:
     """Optics groups (≥ 1) from ``ctf/exp_group_id``, shifted by one when it counts from 0."""
     if GROUP_FIELD not in data.dtype.names:
         return np.ones(len(data), dtype=np.int64)
-    groups = _finite(data, GROUP_FIELD, path).astype(np.int64)
+    groups = _field(data, GROUP_FIELD, path)
+    if not (np.isfinite(groups) & (groups == np.round(groups))).all():
+        raise FlexviewInputError("expected whole numbers", path, GROUP_FIELD)
+    groups = groups.astype(np.int64)
     return groups + 1 if len(groups) and groups.min() < 1 else groups
 
 
-def _optics_table(data: np.ndarray, groups: np.ndarray, pixel_size: float, box: int,
+def _optics_table(data: np.ndarray, groups: np.ndarray, pixel_sizes: np.ndarray, boxes: np.ndarray,
                   ctf: CTFParams | None) -> pd.DataFrame:
     """One RELION optics row per group: CTF constants, pixel size, box and ``optics/*`` fields."""
     used = np.unique(groups)
@@ -254,7 +305,7 @@ def _optics_table(data: np.ndarray, groups: np.ndarray, pixel_size: float, box: 
     for name in data.dtype.names:
         if name.startswith(OPTICS_PREFIX) and data[name].ndim == 1:
             optics[name[len(OPTICS_PREFIX):]] = _column(data[name])[first]
-    return complete_optics(optics, pixel_size, box)
+    return complete_optics(optics, pixel_sizes[first], boxes[first])
 
 
 def _column(values: np.ndarray) -> np.ndarray:
@@ -282,116 +333,3 @@ def _extra(data: np.ndarray) -> pd.DataFrame:
 
 def _stacks(images) -> StackImages:
     return images.parent if isinstance(images, SignedImages) else images
-
-
-# ----------------------------------------------------------------------------------------------
-# writing
-# ----------------------------------------------------------------------------------------------
-
-def write_cs(path: str | Path, particles: ParticleSet) -> None:
-    """Write ``particles`` as a cryoSPARC ``.cs`` file, atomically.
-
-    ``blob/path`` is written relative to the ``.cs`` folder where possible; ``blob/sign`` is -1
-    (RELION contrast) except for images read with ``blob/sign`` +1. Extra columns become further
-    fields (text as fixed-width bytes; ``name/0, name/1, ...`` columns join into one vector field).
-    """
-    path = Path(path)
-    fields = {"uid": _uids(particles)}
-    fields.update(_blob_fields(particles, path))
-    fields.update(_ctf_fields(particles))
-    fields.update(_alignment_fields(particles))
-    fields.update(_optics_fields(particles))
-    for name, values in _extra_fields(particles.extra.drop(columns=["uid"], errors="ignore")).items():
-        if name in fields:
-            raise FlexviewInputError("an extra column has the name of a mapped .cs field", path, name)
-        fields[name] = values
-    array = np.empty(len(particles), dtype=[(k, v.dtype, v.shape[1:]) for k, v in fields.items()])
-    for name, values in fields.items():
-        array[name] = values
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-
-
-def _uids(particles: ParticleSet) -> np.ndarray:
-    """Existing ``uid`` values, else fresh random 63-bit ids."""
-    if "uid" in particles.extra.columns:
-        return particles.extra["uid"].to_numpy(np.uint64)
-    return np.random.default_rng().integers(1, 2**63 - 1, size=len(particles), dtype=np.int64).astype(np.uint64)
-
-
-def _blob_fields(particles: ParticleSet, path: Path) -> dict[str, np.ndarray]:
-    refs = stack_references(particles.images)
-    if refs is None:
-        raise FlexviewInputError("the images are not in stack files on disk; write them with write_stack first",
-                                 path, "blob/path")
-    root = Path(os.path.abspath(path)).parent
-    names = np.array([relative_path(p, root).encode("utf-8") for p in refs.paths], dtype=bytes)
-    n = len(particles)
-    return {
-        "blob/path": names[refs.file_index],
-        "blob/idx": refs.slice_index.astype(np.uint32),
-        "blob/shape": np.tile(np.array([particles.box, particles.box], dtype=np.uint32), (n, 1)),
-        "blob/psize_A": np.full(n, particles.pixel_size, dtype=np.float32),
-        "blob/sign": (-refs.factor).astype(np.float32),
-    }
-
-
-def _ctf_fields(particles: ParticleSet) -> dict[str, np.ndarray]:
-    out = {GROUP_FIELD: np.asarray(particles.optics_group).astype(np.uint32)}
-    if particles.ctf is not None:
-        for name, (attr, factor, _) in CTF_FIELDS.items():
-            out[name] = (getattr(particles.ctf, attr) / factor).astype(np.float32)
-    return out
-
-
-def _alignment_fields(particles: ParticleSet) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    n = len(particles)
-    if particles.rotations is not None:
-        out["alignments3D/pose"] = matrix_to_rotvec(particles.rotations).astype(np.float32)
-    if particles.origins_A is not None:
-        out["alignments3D/shift"] = (particles.origins_A / particles.pixel_size).astype(np.float32)
-    if out:
-        out["alignments3D/psize_A"] = np.full(n, particles.pixel_size, dtype=np.float32)
-    if particles.has_half_sets and n:
-        out["alignments3D/split"] = particles.half_set.astype(np.uint32)
-    return out
-
-
-def _optics_fields(particles: ParticleSet) -> dict[str, np.ndarray]:
-    """Optics columns no other field carries, repeated per particle as ``optics/<column>``."""
-    optics = particles.optics
-    if "rlnOpticsGroup" not in optics.columns:
-        return {}
-    rows = optics.set_index("rlnOpticsGroup").reindex(np.asarray(particles.optics_group))
-    columns = [c for c in rows.columns if c not in OPTICS_MAPPED]
-    return {OPTICS_PREFIX + c: _as_field(rows[c]) for c in columns}
-
-
-def _extra_fields(extra: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Extra columns as fields; ``name/0 .. name/k-1`` are joined into one (N, k) field."""
-    out: dict[str, np.ndarray] = {}
-    groups: dict[str, list[tuple[int, str]]] = {}
-    for column in extra.columns:
-        match = re.fullmatch(r"(.+)/(\d+)", str(column))
-        if match:
-            groups.setdefault(match.group(1), []).append((int(match.group(2)), column))
-        else:
-            out[str(column)] = _as_field(extra[column])
-    for name, parts in groups.items():
-        parts.sort()
-        if [i for i, _ in parts] == list(range(len(parts))) and name not in out:
-            out[name] = np.stack([extra[c].to_numpy() for _, c in parts], axis=1)
-        else:
-            out.update({c: _as_field(extra[c]) for _, c in parts})
-    return out
-
-
-def _as_field(column: pd.Series) -> np.ndarray:
-    """A DataFrame column as a fixed-width NumPy array (text → UTF-8 bytes)."""
-    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
-        return column.to_numpy()
-    text = [("" if pd.isna(v) else str(v)).encode("utf-8") for v in column]
-    width = max([len(t) for t in text] + [1])
-    return np.array(text, dtype=f"S{width}")

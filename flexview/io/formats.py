@@ -17,7 +17,7 @@ PARTICLE_SUFFIXES = (".star", ".cs")
 
 
 def read_particles(path: str | Path, project_dir: str | Path | None = None, *,
-                   validate: bool = False) -> ParticleSet:
+                   validate: bool = False, strict: bool = True) -> ParticleSet:
     """Read a RELION ``.star`` or cryoSPARC ``.cs`` particle file.
 
     Parameters
@@ -29,6 +29,9 @@ def read_particles(path: str | Path, project_dir: str | Path | None = None, *,
     validate : bool
         Also open every image stack and check it exists, is square at the right box and holds
         every referenced image (see :meth:`~flexview.io.particles.StackImages.validate`).
+    strict : bool
+        Raise the first unusable value found (a NaN angle, a negative defocus, ...; see
+        :mod:`flexview.io.problems`); when False such values are listed in ``ParticleSet.problems``.
 
     Raises
     ------
@@ -38,8 +41,8 @@ def read_particles(path: str | Path, project_dir: str | Path | None = None, *,
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".star":
-        return read_star(path, project_dir, validate=validate)
+        return read_star(path, project_dir, validate=validate, strict=strict)
     if suffix == ".cs":
-        return read_cs(path, project_dir, validate=validate)
+        return read_cs(path, project_dir, validate=validate, strict=strict)
     raise FlexviewInputError(f"unknown particle file type '{path.suffix}' (expected .star or .cs)", path,
                              "file name")

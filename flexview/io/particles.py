@@ -9,229 +9,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from flexview.errors import FlexviewInputError
-from flexview.io.mrc import open_stack
+from flexview.io.images import (ArrayImages, ImageSource, SignedImages, StackImages, StackReferences,
+                                SubsetImages, stack_references)
+from flexview.io.problems import is_file
 from flexview.model.ctf import CTFParams
 
+__all__ = ["ArrayImages", "ImageSource", "ParticleSet", "Sampling", "SignedImages", "StackImages",
+           "StackReferences", "SubsetImages", "stack_references"]
 
-class ImageSource:
-    """Lazily read particle images. Subclasses implement :meth:`_read` and ``__len__``."""
 
+@dataclass(frozen=True)
+class Sampling:
+    """Particles that share one pixel size (Å) and one box (px): ``rows`` (int array) of the set,
+    from the optics groups ``groups``."""
+
+    pixel_size: float
     box: int
+    rows: np.ndarray
+    groups: tuple[int, ...]
 
-    def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def read(self, index) -> np.ndarray:
-        """Images selected by ``index`` (int, slice, int array or bool mask) as float32 ``[n, y, x]``.
-
-        Raises :class:`FlexviewInputError` naming the stack when a pixel is NaN or infinite.
-        """
-        idx = np.arange(len(self))[index]
-        scalar = np.ndim(idx) == 0
-        idx = np.atleast_1d(idx)
-        out = self._read(idx)
-        if not np.isfinite(out).all():
-            bad = idx[~np.isfinite(out).all(axis=(1, 2))][0]
-            raise FlexviewInputError(f"particle {bad} has NaN or infinite pixels", self.describe(bad), "image")
-        return out[0] if scalar else out
-
-    def describe(self, i: int) -> str:
-        return f"image {i}"
-
-    def subset(self, index) -> "ImageSource":
-        return SubsetImages(self, np.arange(len(self))[index])
-
-    def _read(self, idx: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class ArrayImages(ImageSource):
-    """Images already in memory (synthetic data, tests): ``array`` shape (N, box, box)."""
-
-    def __init__(self, array: np.ndarray):
-        self.array = np.asarray(array, dtype=np.float32)
-        self.box = self.array.shape[-1]
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def _read(self, idx):
-        return np.array(self.array[idx], dtype=np.float32)
-
-
-class SubsetImages(ImageSource):
-    """A view of selected rows of another source."""
-
-    def __init__(self, parent: ImageSource, rows: np.ndarray):
-        self.parent, self.rows, self.box = parent, np.asarray(rows), parent.box
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _read(self, idx):
-        return self.parent._read(self.rows[idx])
-
-    def describe(self, i):
-        return self.parent.describe(self.rows[i])
-
-
-class StackImages(ImageSource):
-    """Images in MRC stacks on disk, memory-mapped, never fully loaded.
-
-    Parameters
-    ----------
-    paths : sequence of Path
-        The distinct stack files.
-    file_index : int array (N,)
-        For each particle, which entry of ``paths`` holds it.
-    slice_index : int array (N,)
-        0-based image index inside that stack.
-    box : int
-        Expected image edge in pixels (0 when unknown, e.g. every stack is missing).
-    field : str
-        Metadata field that names the stacks (``rlnImageName``, ``blob/path``), used in errors.
-    """
-
-    def __init__(self, paths: Sequence[Path], file_index, slice_index, box: int, *,
-                 field: str = "image name"):
-        self.paths = [Path(p) for p in paths]
-        self.file_index = np.asarray(file_index, dtype=np.int64)
-        self.slice_index = np.asarray(slice_index, dtype=np.int64)
-        self.box = int(box)
-        self.field = field
-        self._open: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.file_index)
-
-    def missing(self) -> list[Path]:
-        """Stack files that do not exist."""
-        return [p for p in self.paths if not p.is_file()]
-
-    def describe(self, i):
-        return f"{self.paths[self.file_index[i]]} (image {self.slice_index[i] + 1})"
-
-    def _stack(self, f: int) -> np.ndarray:
-        if f not in self._open:
-            if not self.paths[f].is_file():
-                raise FlexviewInputError("image stack not found", self.paths[f], self.field)
-            self._open[f] = open_stack(self.paths[f])
-        return self._open[f]
-
-    def validate(self) -> None:
-        """Check every stack exists, is square at ``box`` and holds every referenced index.
-
-        Raises :class:`FlexviewInputError` naming the stack and the field at fault.
-        """
-        for path in self.missing():
-            raise FlexviewInputError("image stack not found", path, self.field)
-        if self.slice_index.size and self.slice_index.min() < 0:
-            bad = int(np.argmin(self.slice_index))
-            raise FlexviewInputError(f"image index {self.slice_index[bad] + 1} is not a valid image number",
-                                     self.paths[self.file_index[bad]], "image index")
-        for f, path in enumerate(self.paths):
-            stack = self._stack(f)
-            if stack.shape[-2] != stack.shape[-1]:
-                raise FlexviewInputError(f"images are not square ({stack.shape[-1]} x {stack.shape[-2]})",
-                                         path, "image shape")
-            if stack.shape[-1] != self.box:
-                raise FlexviewInputError(f"box {stack.shape[-1]} differs from the expected {self.box}",
-                                         path, "image shape")
-            used = self.slice_index[self.file_index == f]
-            if used.size and (used.max() >= stack.shape[0] or used.min() < 0):
-                raise FlexviewInputError(
-                    f"image index {used.max() + 1} is past the end of a stack of {stack.shape[0]}",
-                    path, "image index")
-
-    def _read(self, idx):
-        out = np.empty((len(idx), self.box, self.box), dtype=np.float32)
-        files = self.file_index[idx]
-        for f in np.unique(files):
-            sel = np.nonzero(files == f)[0]
-            stack = self._stack(int(f))
-            if stack.shape[-2:] != (self.box, self.box):
-                raise FlexviewInputError(f"images are {stack.shape[-1]} x {stack.shape[-2]}, expected "
-                                         f"{self.box} x {self.box}", self.paths[f], "image shape")
-            slices = self.slice_index[idx[sel]]
-            if slices.max() >= stack.shape[0]:
-                raise FlexviewInputError(
-                    f"image index {slices.max() + 1} is past the end of a stack of {stack.shape[0]}",
-                    self.paths[f], "image index")
-            out[sel] = stack[slices]
-        return out
-
-
-class SignedImages(ImageSource):
-    """Images of another source multiplied by a per-particle factor of +1 or -1.
-
-    Used for cryoSPARC ``blob/sign = +1`` stacks, whose contrast is opposite to the RELION
-    convention flexview uses: those images are multiplied by -1 when read.
-    """
-
-    def __init__(self, parent: ImageSource, factors):
-        self.parent, self.box = parent, parent.box
-        self.factors = np.asarray(factors, dtype=np.float32)
-        if len(self.factors) != len(parent):
-            raise ValueError(f"{len(self.factors)} factors for {len(parent)} images")
-
-    def __len__(self) -> int:
-        return len(self.parent)
-
-    def _read(self, idx):
-        return self.parent._read(idx) * self.factors[idx][:, None, None]
-
-    def describe(self, i):
-        return self.parent.describe(i)
-
-
-@dataclass
-class StackReferences:
-    """Where each particle image lives on disk.
-
-    Attributes
-    ----------
-    paths : list of Path
-        Distinct stack files (only those used).
-    file_index, slice_index : int arrays (N,)
-        Entry of ``paths`` and 0-based image number of each particle.
-    factor : float32 array (N,)
-        +1, or -1 where the stored image must be negated to follow the RELION convention.
-    """
-
-    paths: list[Path]
-    file_index: np.ndarray
-    slice_index: np.ndarray
-    factor: np.ndarray
-
-
-def stack_references(images: ImageSource | None) -> StackReferences | None:
-    """Stack file and image number of every image of ``images``; None for in-memory images."""
-    if images is None:
-        return None
-    found = _references(images, np.arange(len(images)))
-    if found is None:
-        return None
-    paths, file_index, slice_index, factor = found
-    used, file_index = np.unique(file_index, return_inverse=True)
-    return StackReferences([paths[i] for i in used], file_index.astype(np.int64), slice_index,
-                           factor.astype(np.float32))
-
-
-def _references(src: ImageSource, rows: np.ndarray):
-    if isinstance(src, StackImages):
-        return src.paths, src.file_index[rows], src.slice_index[rows], np.ones(len(rows))
-    if isinstance(src, SubsetImages):
-        return _references(src.parent, src.rows[rows])
-    if isinstance(src, SignedImages):
-        found = _references(src.parent, rows)
-        return None if found is None else (*found[:3], found[3] * src.factors[rows])
-    return None
+    @property
+    def extent_A(self) -> float:
+        return self.box * self.pixel_size
 
 
 @dataclass
@@ -243,9 +47,11 @@ class ParticleSet:
     images : ImageSource or None
         Lazy access to the images, ``[n, box, box]`` float32.
     pixel_size : float
-        Å per pixel of the images.
+        Å per pixel of the images. For a set whose optics groups differ (see ``pixel_sizes``), the
+        value of the reference group: the lowest optics-group number present, whose grid RELION
+        3.1 also gives its reconstructions.
     box : int
-        Image edge length in pixels.
+        Image edge length in pixels (of the reference group for a mixed set).
     rotations : ndarray (N, 3, 3) or None
         RELION matrices ``A`` (reference → particle frame).
     origins_A : ndarray (N, 2) or None
@@ -263,6 +69,16 @@ class ParticleSet:
         The metadata file this set came from.
     source_format : str
         Layout of that file: ``"relion-3.0"``, ``"relion-3.1"``, ``"cryosparc"`` or ``""``.
+    pixel_sizes : ndarray (N,) float64 or None
+        Å per pixel of each particle when they differ (optics groups merged from several data
+        sets); None when every particle has ``pixel_size``. Given, it sets ``pixel_size``.
+    boxes : ndarray (N,) int64 or None
+        Image edge in pixels of each particle when they differ; None when every particle has
+        ``box``. Given, it sets ``box``. ``images.read`` returns one box per call: read the rows
+        of each entry of :meth:`samplings` separately.
+    problems : list of (str, FlexviewInputError)
+        Values the reader found unusable (see :mod:`flexview.io.problems`), each filed under
+        ``"images"``, ``"poses"``, ``"ctf"`` or ``"half_sets"``; :meth:`require` raises them.
     """
 
     images: ImageSource | None
@@ -277,16 +93,20 @@ class ParticleSet:
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)
     source: Path | None = None
     source_format: str = ""
+    pixel_sizes: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    problems: list = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self)
+        self._set_sampling()
         if self.half_set is None:
             self.half_set = np.full(n, -1, dtype=np.int8)
         if self.optics_group is None:
             self.optics_group = np.ones(n, dtype=np.int64)
         if len(self.extra) == 0 and len(self.extra.columns) == 0:
             self.extra = pd.DataFrame(index=pd.RangeIndex(n))
-        for name in ("rotations", "origins_A", "half_set", "optics_group"):
+        for name in ("rotations", "origins_A", "half_set", "optics_group", "pixel_sizes", "boxes"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"ParticleSet.{name} has {len(value)} rows, expected {n}")
@@ -297,9 +117,48 @@ class ParticleSet:
                 return len(v)
         return len(self.extra)
 
+    def _set_sampling(self) -> None:
+        """Normalise ``pixel_sizes``/``boxes``: None when uniform; the scalars from the reference
+        group (lowest optics-group number) otherwise."""
+        n = len(self)
+        if self.optics_group is None:
+            self.optics_group = np.ones(n, dtype=np.int64)
+        ref = int(np.argmin(self.optics_group)) if n else 0
+        for name, scalar, dtype in (("pixel_sizes", "pixel_size", np.float64), ("boxes", "box", np.int64)):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            values = np.asarray(values, dtype=dtype).reshape(-1)
+            if n and len(values) == n:
+                setattr(self, scalar, dtype(values[ref]).item())
+            uniform = len(values) == n and not (values != values[:1]).any()
+            setattr(self, name, None if uniform else values)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the particles differ in pixel size or box."""
+        return self.pixel_sizes is not None or self.boxes is not None
+
+    def samplings(self) -> list["Sampling"]:
+        """The particles grouped by (pixel size, box): one :class:`Sampling` per distinct pair,
+        the reference group's first; a single entry for a uniform set."""
+        n = len(self)
+        px = np.full(n, float(self.pixel_size)) if self.pixel_sizes is None else self.pixel_sizes
+        box = np.full(n, int(self.box), dtype=np.int64) if self.boxes is None else self.boxes
+        pairs, inverse = np.unique(np.stack([px, box.astype(np.float64)], axis=1), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        out = []
+        for k, (p, b) in enumerate(pairs):
+            rows = np.nonzero(inverse == k)[0]
+            groups = tuple(int(g) for g in np.unique(self.optics_group[rows]))
+            out.append(Sampling(float(p), int(b), rows, groups))
+        reference = (float(self.pixel_size), int(self.box))
+        return sorted(out, key=lambda s: ((s.pixel_size, s.box) != reference, min(s.groups)))
+
     @property
     def extent_A(self) -> float:
-        """Edge of the images in Å (box × pixel size): the extent a map of these particles spans."""
+        """Edge of the images in Å (box × pixel size): the extent a map of these particles spans
+        (of the reference group's images for a mixed set)."""
         return self.box * self.pixel_size
 
     @property
@@ -328,6 +187,7 @@ class ParticleSet:
             ctf=None if self.ctf is None else self.ctf.subset(rows),
             half_set=take(self.half_set), optics_group=take(self.optics_group),
             extra=self.extra.iloc[rows].reset_index(drop=True),
+            pixel_sizes=take(self.pixel_sizes), boxes=take(self.boxes),
         )
 
     def with_columns(self, **columns) -> "ParticleSet":
@@ -342,12 +202,39 @@ class ParticleSet:
 
     def require(self, *what: str) -> None:
         """Raise :class:`FlexviewInputError` unless the set has each of ``'poses'``, ``'ctf'``,
-        ``'images'``, ``'half_sets'``."""
+        ``'images'``, ``'half_sets'``: the first recorded problem of that part, else a message that
+        it is absent; for ``'images'`` also when an image stack is not on disk."""
         checks = {"poses": self.has_poses, "ctf": self.has_ctf, "images": self.images is not None,
                   "half_sets": self.has_half_sets}
-        field_names = {"poses": "angles/origins", "ctf": "defocus", "images": "image name",
-                       "half_sets": "random subset"}
+        field_names = REQUIRED_FIELDS.get(self.source_format, REQUIRED_FIELDS[""])
         for w in what:
+            for aspect, error in self.problems:
+                if aspect == w:
+                    raise error
             if not checks[w]:
                 raise FlexviewInputError(f"the particles have no {w.replace('_', ' ')}", self.source,
                                          field_names[w])
+            if w == "images":
+                _require_stacks(self.images, self.source)
+
+
+# the field that holds each part of the data, named when the part is absent
+REQUIRED_FIELDS = {
+    "cryosparc": {"poses": "alignments3D/pose", "ctf": "ctf/df1_A", "images": "blob/path",
+                  "half_sets": "alignments3D/split"},
+    "relion-3.0": {"poses": "rlnAngleRot", "ctf": "rlnDefocusU", "images": "rlnImageName",
+                   "half_sets": "rlnRandomSubset"},
+    "": {"poses": "angles/origins", "ctf": "defocus", "images": "image name", "half_sets": "random subset"},
+}
+REQUIRED_FIELDS["relion-3.1"] = REQUIRED_FIELDS["relion-3.0"]
+
+
+def _require_stacks(images: ImageSource, source: Path | None) -> None:
+    """Raise :class:`FlexviewInputError` naming the first image stack that is not on disk."""
+    refs = stack_references(images)
+    missing = [] if refs is None else [p for p in refs.paths if not is_file(p)]
+    if missing:
+        while not isinstance(images, StackImages) and hasattr(images, "parent"):
+            images = images.parent
+        raise FlexviewInputError(f"{len(missing)} of {len(refs.paths)} image stacks not found, e.g. {missing[0]}",
+                                 source, getattr(images, "field", "image name"))

@@ -13,14 +13,17 @@ STAR column(s)                                ParticleSet field
 ``rlnRandomSubset`` (1/2)                     ``half_set`` (0/1; -1 when absent)
 ``rlnOpticsGroup``                            ``optics_group``
 ``rlnImagePixelSize`` or
-``rlnDetectorPixelSize`` (µm) · 1e4 / ``rlnMagnification``  ``pixel_size`` (Å)
-``rlnImageSize``                              ``box``
+``rlnDetectorPixelSize`` (µm) · 1e4 / ``rlnMagnification``  ``pixel_size`` / ``pixel_sizes`` (Å)
+``rlnImageSize``                              ``box`` / ``boxes``
 ============================================  =============================================
 
-Every other particle column is kept in ``ParticleSet.extra`` under its STAR name; optics columns
-are kept in ``ParticleSet.optics``. Optics values may be overridden per particle by a particle
-column of the same name. :mod:`flexview.io.star_write` writes the RELION 3.1 layout. The STAR
-text itself is parsed by the ``starfile`` package (Hall 1991, J. Chem. Inf. Comput. Sci. 31:326).
+Optics groups may differ in pixel size and box (merged data sets): the per-particle values go to
+``ParticleSet.pixel_sizes`` and ``boxes``. Every other particle column is kept in
+``ParticleSet.extra`` under its STAR name; optics columns are kept in ``ParticleSet.optics``.
+Optics values may be overridden per particle by a particle column of the same name.
+:mod:`flexview.io.star_write` writes the RELION 3.1 layout. The STAR text is parsed by
+:mod:`flexview.io.star_text`; the column values by :mod:`flexview.io.star_values`, which records
+unusable values as problems (:mod:`flexview.io.problems`).
 """
 from __future__ import annotations
 
@@ -29,35 +32,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import starfile
 
 from flexview.errors import FlexviewInputError
-from flexview.io.mrc import stack_header
+from flexview.io import star_values as values
 from flexview.io.particles import ParticleSet, StackImages
-from flexview.io.tables import GROUP, OPTICS_CTF, complete_optics
-from flexview.model.ctf import CTFParams
-from flexview.model.pose import euler_to_matrix
+from flexview.io.problems import Problems, is_file
+from flexview.io.stacks import check_boxes, name_max, name_too_long, read_stack_headers
+from flexview.io.star_text import StarTable, read_star_tables
+from flexview.io.star_values import ANGLES, ORIGINS_A, ORIGINS_PX, PARTICLE_CTF, PIXEL_SIZE_COLUMNS, Columns
+from flexview.io.tables import GROUP, OPTICS_CTF, complete_optics, group_values
 
-ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
-ORIGINS_A = ("rlnOriginXAngst", "rlnOriginYAngst")
-ORIGINS_PX = ("rlnOriginX", "rlnOriginY")
-# CTF columns that live in data_particles: column -> (CTFParams field, default or None if required)
-PARTICLE_CTF = {
-    "rlnDefocusU": ("defocus_u_A", None),
-    "rlnDefocusV": ("defocus_v_A", "rlnDefocusU"),
-    "rlnDefocusAngle": ("defocus_angle_deg", 0.0),
-    "rlnPhaseShift": ("phase_shift_deg", 0.0),
-    "rlnCtfBfactor": ("bfactor_A2", 0.0),
-    "rlnCtfScalefactor": ("scale", 1.0),
-}
-PIXEL_SIZE_COLUMNS = ("rlnImagePixelSize", "rlnDetectorPixelSize", "rlnMagnification")
+__all__ = ["read_star", "resolve_image_path"]
+
 REFUSED = {
     "rlnCtfDataAreCtfPremultiplied": "the images are CTF-premultiplied; flexview needs images that are not",
     "rlnCtfDataArePhaseFlipped": "the images are phase-flipped; flexview needs images that are not",
 }
+OPTICS_NUMBERS = (GROUP, *OPTICS_CTF, *PIXEL_SIZE_COLUMNS, "rlnImageSize", *REFUSED)
 
 
-def read_star(path: str | Path, project_dir: str | Path | None = None, *, validate: bool = False) -> ParticleSet:
+def read_star(path: str | Path, project_dir: str | Path | None = None, *, validate: bool = False,
+              strict: bool = True) -> ParticleSet:
     """Read a RELION particle STAR file (3.0 or 3.1+ layout).
 
     Parameters
@@ -68,99 +63,122 @@ def read_star(path: str | Path, project_dir: str | Path | None = None, *, valida
         then relative to this folder.
     validate : bool
         Also check that every stack exists, is square at the box size and holds every image.
+    strict : bool
+        Raise the first problem found in the values (see :mod:`flexview.io.problems`); when False
+        they are kept in ``ParticleSet.problems`` (``flexview info`` reports them).
 
     Raises
     ------
     FlexviewInputError
-        For a malformed file, naming the file and the column at fault.
+        For a malformed file, naming the file, the column at fault and the line.
     """
     path = Path(path)
-    particles, optics, layout = _particle_tables(_read_blocks(path), path)
-    _refuse_unsupported(particles, optics, path)
-    table, optics = _apply_optics(particles, optics, path)
-    images, box_from_stack, px_from_stack = _image_source(table, path, project_dir)
-    pixel_size = _pixel_size(table, path, px_from_stack)
-    box = _box(table, path, box_from_stack)
-    images.box = box
-    rotations = _rotations(table, path)
-    ctf = _ctf(table, path)
-    used = _used_columns(table, rotations is not None, ctf is not None)
+    block, optics_block, layout = _particle_tables(read_star_tables(path), path)
+    problems = Problems(path, lambda row: f"line {block.row_line(row)} (particle {row + 1})")
+    particles = block.table.reset_index(drop=True)
+    optics = None if optics_block is None else _optics_numbers(optics_block, path)
+    _refuse_unsupported(particles, optics, path, problems)
+    table, optics = _apply_optics(particles, optics, path, problems)
+    cols = Columns(table, path, problems)
+    images = _image_source(table, path, project_dir, problems)
+    facts = read_stack_headers(images, problems, "rlnImageName")
+    pixel_sizes = values.pixel_sizes(cols, facts.pixel_size)
+    boxes = values.boxes(cols, facts.box)
+    if "rlnImageSize" in cols:
+        check_boxes(problems, images, facts, boxes, "rlnImageSize")
+    images.box = int(boxes[0]) if (boxes == boxes[0]).all() else 0
+    rotations = values.rotations(cols)
+    ctf = values.ctf(cols)
+    known = bool(np.isfinite(pixel_sizes).all())
     result = ParticleSet(
-        images=images, pixel_size=pixel_size, box=box, rotations=rotations,
-        origins_A=_origins(table, path, pixel_size, rotations is not None), ctf=ctf,
-        half_set=_half_sets(table, path), optics_group=table[GROUP].to_numpy(np.int64),
-        optics=_optics_summary(optics, table, pixel_size, box, ctf),
-        extra=particles[[c for c in particles.columns if c not in used]].reset_index(drop=True),
-        source=path, source_format=layout)
+        images=images, pixel_size=float(pixel_sizes[0]) if known else 0.0, box=int(boxes[0]),
+        rotations=rotations, origins_A=values.origins(cols, pixel_sizes, rotations is not None), ctf=ctf,
+        half_set=values.half_sets(cols), optics_group=table[GROUP].to_numpy(np.int64),
+        optics=_optics_summary(optics, table, pixel_sizes, boxes, ctf),
+        extra=particles[[c for c in particles.columns if c not in _used_columns(rotations, ctf)]].reset_index(
+            drop=True),
+        source=path, source_format=layout, pixel_sizes=pixel_sizes if known else None, boxes=boxes,
+        problems=problems.items)
+    if strict:
+        problems.raise_first()
     if validate:
         images.validate()
     return result
 
 
-def _read_blocks(path: Path) -> dict:
-    """All data blocks of a STAR file as a dict of name → DataFrame."""
-    if not path.is_file():
-        raise FlexviewInputError("file not found", path)
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises many types for malformed text
-        raise FlexviewInputError(f"not a readable STAR file ({exc})", path, "data_") from exc
-    if not blocks:
-        raise FlexviewInputError("not a STAR file: no data block found", path, "data_")
-    return {name: pd.DataFrame([b]) if isinstance(b, dict) else b for name, b in blocks.items()}
-
-
-def _particle_tables(blocks: dict, path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+def _particle_tables(blocks: dict[str, StarTable], path: Path) -> tuple[StarTable, StarTable | None, str]:
     """(particles, optics or None, layout) from the blocks of a STAR file."""
+    if not blocks:
+        raise FlexviewInputError("not a STAR file: no data_ block found", path, "data_")
     if "particles" in blocks:
-        found = blocks["particles"].reset_index(drop=True), blocks.get("optics"), "relion-3.1"
+        found = blocks["particles"], blocks.get("optics"), "relion-3.1"
+        if "rlnImageName" not in found[0].table.columns and len(found[0].table.columns):
+            raise FlexviewInputError("no image names: data_particles needs an rlnImageName column", path,
+                                     "rlnImageName")
     elif "optics" in blocks:
         raise FlexviewInputError("the file has data_optics but no data_particles block", path, "data_particles")
     else:
-        block = next((b for b in blocks.values() if "rlnImageName" in b.columns), None)
+        block = next((b for b in blocks.values() if "rlnImageName" in b.table.columns), None)
         if block is None:
             raise FlexviewInputError("no particle table (a loop with rlnImageName) found", path, "rlnImageName")
-        found = block.reset_index(drop=True), None, "relion-3.0"
-    if len(found[0]) == 0:
-        raise FlexviewInputError("the particle table is empty", path, "data_particles")
+        found = block, None, "relion-3.0"
+    if len(found[0].table) == 0:
+        raise FlexviewInputError("the particle table is empty", path, f"data_{found[0].name}")
     return found
 
 
-def _refuse_unsupported(particles: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> None:
-    """Refuse CTF-premultiplied or phase-flipped images (the forward model does not apply)."""
+def _optics_numbers(block: StarTable, path: Path) -> pd.DataFrame:
+    """The optics table with its numeric columns parsed; text where a number belongs is an error
+    naming its line."""
+    optics = block.table.copy()
+    cols = Columns(optics, path, Problems(path, lambda row: f"line {block.row_line(row)} (data_optics)"))
+    for column in OPTICS_NUMBERS:
+        if column in optics.columns:
+            optics[column] = cols.numeric(column)
+    return optics
+
+
+def _refuse_unsupported(particles: pd.DataFrame, optics: pd.DataFrame | None, path: Path,
+                        problems: Problems) -> None:
+    """CTF-premultiplied or phase-flipped images are a problem of ``images`` (the forward model
+    multiplies projections by the CTF)."""
     for table in (particles, optics):
         if table is None:
             continue
         for column, why in REFUSED.items():
-            if column in table.columns and (_numeric(table, column, path) == 1).any():
-                raise FlexviewInputError(why, path, column)
+            if column in table.columns:
+                numbers = Columns(table, path, problems).numeric(column) if table is particles else table[column]
+                if (np.asarray(numbers) == 1).any():
+                    problems.add("images", why, column)
 
 
-def _apply_optics(particles: pd.DataFrame, optics: pd.DataFrame | None,
-                  path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _apply_optics(particles: pd.DataFrame, optics: pd.DataFrame | None, path: Path,
+                  problems: Problems) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-particle table with every optics column filled in, and the optics table.
 
     A particle column of the same name as an optics column overrides it. RELION 3.0 files
-    (no optics block) get one optics group per distinct (voltage, Cs, amplitude contrast).
+    (no optics block) get one optics group per distinct (voltage, Cs, amplitude contrast, pixel size).
     """
     table = particles.copy()
     if optics is None:
-        table[GROUP] = _groups_3_0(table, path)
+        table[GROUP] = _groups_3_0(table, path, problems)
         return table, pd.DataFrame({GROUP: np.unique(table[GROUP])})
     if GROUP not in optics.columns:
         raise FlexviewInputError("data_optics has no optics group column", path, GROUP)
     optics = optics.copy()
-    optics[GROUP] = _integers(optics, GROUP, path)
+    optics[GROUP] = Columns(optics, path, Problems(path, lambda r: f"optics row {r + 1}")).integers(GROUP)
     if optics[GROUP].duplicated().any():
         raise FlexviewInputError("an optics group number appears twice in data_optics", path, GROUP)
     if GROUP not in table.columns:
         if len(optics) != 1:
             raise FlexviewInputError(f"{len(optics)} optics groups but particles name none", path, GROUP)
         table[GROUP] = optics[GROUP].iloc[0]
-    groups = _integers(table, GROUP, path)
-    unknown = sorted(set(groups) - set(optics[GROUP]))
-    if unknown:
-        raise FlexviewInputError(f"optics group {unknown[0]} is not in data_optics", path, GROUP)
+    groups = Columns(table, path, problems).integers(GROUP)
+    unknown = ~np.isin(groups, optics[GROUP].to_numpy())
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise FlexviewInputError(f"{problems.where(row)}: optics group {groups[row]} is not in data_optics", path,
+                                 GROUP)
     table[GROUP] = groups
     rows = optics.set_index(GROUP).loc[groups]
     for column in rows.columns:
@@ -169,71 +187,38 @@ def _apply_optics(particles: pd.DataFrame, optics: pd.DataFrame | None,
     return table, optics
 
 
-def _groups_3_0(table: pd.DataFrame, path: Path) -> np.ndarray:
+def _groups_3_0(table: pd.DataFrame, path: Path, problems: Problems) -> np.ndarray:
     """Optics-group numbers (1-based) for a RELION 3.0 table: one per distinct optics value set."""
     present = [c for c in (*OPTICS_CTF, *PIXEL_SIZE_COLUMNS) if c in table.columns]
     if not present:
         return np.ones(len(table), dtype=np.int64)
-    values = np.stack([_numeric(table, c, path) for c in present], axis=1)
-    _, inverse = np.unique(values, axis=0, return_inverse=True)
+    cols = Columns(table, path, problems)
+    found = np.nan_to_num(np.stack([cols.numeric(c) for c in present], axis=1), nan=-1.0)
+    _, inverse = np.unique(found, axis=0, return_inverse=True)
     return inverse.reshape(-1).astype(np.int64) + 1
 
 
-def _numeric(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """A column as float64; FlexviewInputError naming it when a value is not a number."""
-    series = table[column]
-    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
-        values = pd.to_numeric(series, errors="coerce")
-        bad = values.isna() & ~_is_nan_text(series)
-        if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
-            raise FlexviewInputError(f"value '{series.iloc[row]}' of particle {row + 1} is not a number",
-                                     path, column)
-        series = values
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _is_nan_text(series: pd.Series) -> pd.Series:
-    text = series.astype(str).str.strip().str.lower()
-    return series.isna() | text.isin(["nan", "inf", "-inf", "+inf", "infinity", "-infinity"])
-
-
-def _finite(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """A numeric column that must hold only finite values."""
-    values = _numeric(table, column, path)
-    if not np.isfinite(values).all():
-        row = int(np.argmax(~np.isfinite(values)))
-        raise FlexviewInputError(f"particle {row + 1} has a NaN or infinite value", path, column)
-    return values
-
-
-def _integers(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """A column of whole numbers as int64."""
-    values = _finite(table, column, path)
-    if not np.all(values == np.round(values)):
-        raise FlexviewInputError("expected whole numbers", path, column)
-    return values.astype(np.int64)
-
-
-def _image_source(table: pd.DataFrame, path: Path,
-                  project_dir: str | Path | None) -> tuple[StackImages, int | None, float | None]:
-    """Lazy images from ``rlnImageName``, plus (box, pixel size) from the first stack found."""
+def _image_source(table: pd.DataFrame, path: Path, project_dir: str | Path | None,
+                  problems: Problems) -> StackImages:
+    """Lazy images from ``rlnImageName`` (box set by the caller)."""
     if "rlnImageName" not in table.columns:
         raise FlexviewInputError("no image names: the particles need an rlnImageName column", path,
                                  "rlnImageName")
-    numbers, names = _split_image_names(table["rlnImageName"], path)
-    codes, distinct = pd.factorize(names)
+    numbers, names = _split_image_names(table["rlnImageName"], path, problems)
+    codes, distinct = pd.factorize(pd.Series(names, dtype=object))
     folder = Path(os.path.abspath(path)).parent
-    paths = [resolve_image_path(name, [folder] + ([Path(project_dir)] if project_dir else [])) for name in distinct]
-    images = StackImages(paths, codes, numbers - 1, 0, field="rlnImageName")
-    for p in paths:
-        if p.is_file():
-            n, ny, nx, px = stack_header(p)
-            return images, nx, (px or None)
-    return images, None, None
+    folders = [folder] + ([Path(project_dir)] if project_dir else [])
+    limit = name_max(folder)
+    for k, name in enumerate(distinct):
+        too_long = name_too_long(str(name), folder, limit)
+        if too_long:
+            raise FlexviewInputError(f"{problems.where(int(np.argmax(codes == k)))}: {too_long}", path,
+                                     "rlnImageName")
+    paths = [resolve_image_path(str(name), folders) for name in distinct]
+    return StackImages(paths, codes, numbers - 1, 0, field="rlnImageName")
 
 
-def _split_image_names(names: pd.Series, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _split_image_names(names: pd.Series, path: Path, problems: Problems) -> tuple[np.ndarray, np.ndarray]:
     """``"NNNNNN@stack"`` → (1-based image numbers, stack names). A bare name is image 1."""
     text = names.astype(str).str.strip()
     parts = text.str.split("@", n=1, expand=True)
@@ -245,8 +230,8 @@ def _split_image_names(names: pd.Series, path: Path) -> tuple[np.ndarray, np.nda
     bad = numbers.isna() | (numbers < 1) | (numbers != numbers.round()) | (stacks.str.len() == 0)
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
-        raise FlexviewInputError(f"'{text.iloc[row]}' (particle {row + 1}) is not 'image number@stack file'",
-                                 path, "rlnImageName")
+        raise FlexviewInputError(f"{problems.where(row)}: '{text.iloc[row]}' is not 'image number@stack file' "
+                                 "(image numbers are whole numbers from 1)", path, "rlnImageName")
     return numbers.to_numpy(dtype=np.int64), stacks.to_numpy(dtype=object)
 
 
@@ -256,111 +241,28 @@ def resolve_image_path(name: str, folders: list[Path]) -> Path:
     if p.is_absolute():
         return p
     candidates = [Path(os.path.abspath(f / p)) for f in folders]
-    return next((c for c in candidates if c.is_file()), candidates[0])
+    return next((c for c in candidates if is_file(c)), candidates[0])
 
 
-def _pixel_size(table: pd.DataFrame, path: Path, from_stack: float | None) -> float:
-    """Å per pixel, the same for every particle."""
-    if "rlnImagePixelSize" in table.columns:
-        column, values = "rlnImagePixelSize", _finite(table, "rlnImagePixelSize", path)
-    elif "rlnDetectorPixelSize" in table.columns and "rlnMagnification" in table.columns:
-        column = "rlnDetectorPixelSize"
-        values = _finite(table, column, path) * 1e4 / _finite(table, "rlnMagnification", path)
-    elif from_stack:
-        return float(from_stack)
-    else:
-        raise FlexviewInputError("no pixel size (rlnImagePixelSize, or rlnDetectorPixelSize and "
-                                 "rlnMagnification) and no readable stack", path, "rlnImagePixelSize")
-    if not (values > 0).all():
-        raise FlexviewInputError("pixel size must be positive", path, column)
-    if not np.allclose(values, values[0], rtol=1e-5, atol=0):
-        raise FlexviewInputError(f"mixed pixel sizes ({values.min():g} to {values.max():g} Å) in one set",
-                                 path, column)
-    return float(values[0])
-
-
-def _box(table: pd.DataFrame, path: Path, from_stack: int | None) -> int:
-    """Image edge in pixels, the same for every particle (0 when unknown)."""
-    if "rlnImageSize" not in table.columns:
-        return int(from_stack or 0)
-    sizes = _integers(table, "rlnImageSize", path)
-    if (sizes != sizes[0]).any():
-        raise FlexviewInputError(f"mixed box sizes ({sizes.min()} and {sizes.max()} px) in one set", path,
-                                 "rlnImageSize")
-    return int(sizes[0])
-
-
-def _rotations(table: pd.DataFrame, path: Path) -> np.ndarray | None:
-    """RELION matrices from the Euler angles; None when rot and tilt are absent (2-D data)."""
-    if not any(c in table.columns for c in ANGLES[:2]):
-        return None
-    for column in ANGLES:
-        if column not in table.columns:
-            raise FlexviewInputError("angles are incomplete: rlnAngleRot, rlnAngleTilt and rlnAnglePsi are "
-                                     "all needed", path, column)
-    return euler_to_matrix(*(_finite(table, c, path) for c in ANGLES))
-
-
-def _origins(table: pd.DataFrame, path: Path, pixel_size: float, has_angles: bool) -> np.ndarray | None:
-    """RELION origins (x, y) in Å; zeros when poses exist without origins, else None."""
-    for columns, scale in ((ORIGINS_A, 1.0), (ORIGINS_PX, pixel_size)):
-        present = [c for c in columns if c in table.columns]
-        if len(present) == 1:
-            missing = next(c for c in columns if c not in present)
-            raise FlexviewInputError(f"{present[0]} is given without {missing}", path, missing)
-        if present:
-            return np.stack([_finite(table, c, path) for c in columns], axis=1) * scale
-    return np.zeros((len(table), 2)) if has_angles else None
-
-
-def _ctf(table: pd.DataFrame, path: Path) -> CTFParams | None:
-    """CTF parameters when ``rlnDefocusU`` is present, else None."""
-    if "rlnDefocusU" not in table.columns:
-        return None
-    values = {}
-    for column, (name, default) in PARTICLE_CTF.items():
-        if column in table.columns:
-            values[name] = _finite(table, column, path)
-        else:
-            values[name] = values[PARTICLE_CTF[default][0]] if isinstance(default, str) else default
-    for column, name in OPTICS_CTF.items():
-        if column not in table.columns:
-            raise FlexviewInputError("the CTF needs this optics value", path, column)
-        values[name] = _finite(table, column, path)
-    return CTFParams(**values)
-
-
-def _half_sets(table: pd.DataFrame, path: Path) -> np.ndarray:
-    """``rlnRandomSubset`` 1/2 → 0/1; -1 for every particle when the column is absent."""
-    if "rlnRandomSubset" not in table.columns:
-        return np.full(len(table), -1, dtype=np.int8)
-    subset = _integers(table, "rlnRandomSubset", path)
-    if not np.isin(subset, (1, 2)).all():
-        raise FlexviewInputError(f"random subset {subset[~np.isin(subset, (1, 2))][0]} is not 1 or 2", path,
-                                 "rlnRandomSubset")
-    return (subset - 1).astype(np.int8)
-
-
-def _used_columns(table: pd.DataFrame, has_angles: bool, has_ctf: bool) -> set[str]:
+def _used_columns(rotations, ctf) -> set[str]:
     """Particle columns that map onto ParticleSet fields (the rest go to ``extra``)."""
-    used = {"rlnImageName", GROUP, "rlnRandomSubset", "rlnImageSize", *PIXEL_SIZE_COLUMNS,
-            *ORIGINS_A, *ORIGINS_PX}
-    if has_angles:
+    used = {"rlnImageName", GROUP, "rlnRandomSubset", "rlnImageSize", *PIXEL_SIZE_COLUMNS, *ORIGINS_A, *ORIGINS_PX}
+    if rotations is not None:
         used.update(ANGLES)
-    if has_ctf:
+    if ctf is not None:
         used.update(PARTICLE_CTF)
         used.update(OPTICS_CTF)
     return used
 
 
-def _optics_summary(optics: pd.DataFrame, table: pd.DataFrame, pixel_size: float, box: int,
-                    ctf: CTFParams | None) -> pd.DataFrame:
-    """The optics table of the groups in use, with pixel size, box and per-group CTF constants."""
-    used = np.unique(table[GROUP])
-    out = optics[optics[GROUP].isin(used)].drop(columns=list(PIXEL_SIZE_COLUMNS), errors="ignore")
+def _optics_summary(optics: pd.DataFrame, table: pd.DataFrame, pixel_sizes: np.ndarray, boxes: np.ndarray,
+                    ctf) -> pd.DataFrame:
+    """The optics table of the groups in use, with each group's pixel size, box and CTF constants."""
+    groups = table[GROUP].to_numpy()
+    out = optics[optics[GROUP].isin(np.unique(groups))].drop(columns=list(PIXEL_SIZE_COLUMNS), errors="ignore")
     out = out.sort_values(GROUP).reset_index(drop=True)
-    first = {g: int(np.argmax(table[GROUP].to_numpy() == g)) for g in out[GROUP]}
     if ctf is not None:
         for column, name in OPTICS_CTF.items():
-            out[column] = [getattr(ctf, name)[first[g]] for g in out[GROUP]]
-    return complete_optics(out, pixel_size, box)
+            out[column] = group_values(out[GROUP], groups, None, getattr(ctf, name))
+    return complete_optics(out, group_values(out[GROUP], groups, None, pixel_sizes),
+                           group_values(out[GROUP], groups, None, boxes))

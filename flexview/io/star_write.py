@@ -17,8 +17,8 @@ import starfile
 from flexview.errors import FlexviewInputError
 from flexview.io._atomic import atomic_path
 from flexview.io.particles import ParticleSet, stack_references
-from flexview.io.star import ANGLES, ORIGINS_A, PARTICLE_CTF
-from flexview.io.tables import GROUP, OPTICS_CTF, complete_optics, float32_to_decimal, relative_path
+from flexview.io.star_values import ANGLES, ORIGINS_A, PARTICLE_CTF
+from flexview.io.tables import GROUP, OPTICS_CTF, complete_optics, float32_to_decimal, group_values, relative_path
 from flexview.model.pose import matrix_to_euler
 
 FLOAT_FORMAT = "%.10g"
@@ -61,7 +61,8 @@ def _optics_out(particles: ParticleSet) -> pd.DataFrame:
         first = [int(np.argmax(groups == g)) for g in optics[GROUP]]
         for column, name in OPTICS_CTF.items():
             optics[column] = getattr(particles.ctf, name)[first]
-    return complete_optics(optics, particles.pixel_size, particles.box)
+    return complete_optics(optics, group_values(optics[GROUP], groups, particles.pixel_size, particles.pixel_sizes),
+                           group_values(optics[GROUP], groups, particles.box, particles.boxes))
 
 
 def _particles_out(particles: ParticleSet, optics: pd.DataFrame, root: Path, path: Path) -> pd.DataFrame:
@@ -76,6 +77,7 @@ def _particles_out(particles: ParticleSet, optics: pd.DataFrame, root: Path, pat
     if particles.ctf is not None:
         columns.update(_ctf_columns(particles, optics))
     columns[GROUP] = np.asarray(particles.optics_group, dtype=np.int64)
+    columns.update(_sampling_overrides(particles, optics))
     if particles.has_half_sets:
         columns["rlnRandomSubset"] = particles.half_set.astype(np.int64) + 1
     table = pd.DataFrame(columns, index=pd.RangeIndex(n))
@@ -85,6 +87,17 @@ def _particles_out(particles: ParticleSet, optics: pd.DataFrame, root: Path, pat
         values = particles.extra[name].to_numpy()
         table[name] = float32_to_decimal(values) if values.dtype == np.float32 else values
     return table
+
+
+def _sampling_overrides(particles: ParticleSet, optics: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``rlnImagePixelSize`` / ``rlnImageSize`` per particle where a particle's differs from its group's."""
+    out = {}
+    rows = np.searchsorted(optics[GROUP].to_numpy(), particles.optics_group)  # optics is sorted by group
+    for column, values in (("rlnImagePixelSize", particles.pixel_sizes), ("rlnImageSize", particles.boxes)):
+        if values is not None and column in optics.columns and not np.array_equal(
+                values, optics[column].to_numpy()[rows]):
+            out[column] = values
+    return out
 
 
 def _ctf_columns(particles: ParticleSet, optics: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -19,20 +19,39 @@ OPTICS_CTF = {"rlnVoltage": "voltage_kv", "rlnSphericalAberration": "cs_mm",
               "rlnAmplitudeContrast": "amplitude_contrast"}
 
 
-def complete_optics(optics: pd.DataFrame, pixel_size: float, box: int) -> pd.DataFrame:
+def complete_optics(optics: pd.DataFrame, pixel_size, box) -> pd.DataFrame:
     """An optics table (``rlnOpticsGroup`` column required) completed with group name, pixel size (Å),
-    box (px, omitted when 0) and dimensionality, columns in RELION order."""
+    box (px, omitted when 0 for every group) and dimensionality, columns in RELION order.
+
+    ``pixel_size`` and ``box`` are one value for every group or one per row of ``optics``; a pixel
+    size of 0 or NaN (unknown) leaves ``rlnImagePixelSize`` out.
+    """
     optics = optics.copy()
     if "rlnOpticsGroupName" not in optics.columns:
         optics["rlnOpticsGroupName"] = [f"opticsGroup{g}" for g in optics[GROUP]]
-    optics["rlnImagePixelSize"] = float(pixel_size)
-    if box:
-        optics["rlnImageSize"] = int(box)
+    px = np.broadcast_to(np.asarray(pixel_size, dtype=np.float64), (len(optics),))
+    if len(optics) and np.all(np.isfinite(px) & (px > 0)):
+        optics["rlnImagePixelSize"] = px
+    else:
+        optics = optics.drop(columns=["rlnImagePixelSize"], errors="ignore")
+    boxes = np.broadcast_to(np.asarray(box, dtype=np.int64), (len(optics),))
+    if len(optics) and np.all(boxes > 0):
+        optics["rlnImageSize"] = boxes
     if "rlnImageDimensionality" not in optics.columns:
         optics["rlnImageDimensionality"] = 2
     first = [GROUP, "rlnOpticsGroupName", *OPTICS_CTF, "rlnImagePixelSize", "rlnImageSize"]
     order = [c for c in first if c in optics.columns] + [c for c in optics.columns if c not in first]
     return optics[order].reset_index(drop=True)
+
+
+def group_values(groups: np.ndarray, particle_groups: np.ndarray, scalar, per_particle: np.ndarray | None):
+    """The value of each optics group in ``groups``: ``scalar``, or its first particle's entry of
+    ``per_particle`` (shape (N,)) when given."""
+    if per_particle is None:
+        return scalar
+    particle_groups = np.asarray(particle_groups)
+    first = [int(np.argmax(particle_groups == g)) for g in groups]
+    return np.asarray(per_particle)[first]
 
 
 def relative_path(target: Path, root: Path) -> str:

@@ -222,7 +222,10 @@ def estimate_noise_weight(model: FlexForwardModel, stream: ParticleStream, *, co
     the map's mean must be determined too).
     """
     sub = stream.subset(count, seed)
-    reference = reconstruct_rigid(stream.particles, box=stream.box, indices=sub.rows, device=device)
+    if stream.grid.mixed:    # optics groups of other pixel sizes or boxes: their images on the grid
+        reference = reconstruct_rigid(sub.on_grid(), device=device)
+    else:
+        reference = reconstruct_rigid(stream.particles, box=stream.box, indices=sub.rows, device=device)
     canonical = model.canonical
     flow_enabled = model.flow_enabled
     with torch.no_grad():

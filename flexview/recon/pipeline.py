@@ -44,7 +44,7 @@ from flexview.recon.highres import (
 )
 from flexview.recon.postprocess import postprocess
 from flexview.recon.report import plot_fsc, write_fsc_csv, write_summary
-from flexview.recon.stream import ParticleStream
+from flexview.recon.stream import ParticleStream, reconstruction_grid
 from flexview.recon.symmetry import symmetrise
 from flexview.run import load_run
 
@@ -94,7 +94,7 @@ class ReconOptions:
 
 def _map_at(path: str, box: int, pixel_size: float) -> np.ndarray:
     """A map over the particles' physical box, resampled to the reconstruction grid."""
-    volume, voxel = read_map(path)
+    volume, voxel = read_map(path, cubic=True)
     extent, target = volume.shape[0] * voxel, box * pixel_size
     if abs(extent - target) > 0.01 * target:
         raise FlexviewInputError(f"the map spans {extent:.1f} Å but the reconstruction box spans "
@@ -120,15 +120,17 @@ def _support(runs: dict, box: int, pixel_size: float, user_mask: np.ndarray | No
 
 def reconstruct_half(run, particles: ParticleSet, rows: np.ndarray, support: np.ndarray,
                      opts: ReconOptions, device: torch.device,
-                     log: Callable[[str], None] = lambda s: None, gauge: tuple | None = None) -> dict:
+                     log: Callable[[str], None] = lambda s: None, gauge: tuple | None = None,
+                     grid=None) -> dict:
     """Flexible (and rigid) half map of the particles ``rows`` with ``run``'s frozen model.
 
     ``gauge``: ``(mesh, flow, shift)`` of :func:`_gauge` when the caller already has it (one run
-    serves both halves); otherwise it is computed here.
+    serves both halves); otherwise it is computed here. ``grid``: the particles'
+    :func:`~flexview.recon.stream.reconstruction_grid` at the support's box, when the caller has it.
 
     Returns ``{"flex": volume, "noflex": volume or None, "stats": {...}}``.
     """
-    stream = ParticleStream(particles, rows, support.shape[0], run.latents)
+    stream = ParticleStream(particles, rows, support.shape[0], run.latents, grid=grid)
     kernel = opts.kernel or run.config.kernel
     mesh, flow, shift = gauge or _gauge(run, opts, log)
     model = full_box_model(mesh, flow, support, stream.pixel_size, kernel=kernel).to(device)
@@ -231,7 +233,10 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
     particles = read_particles(particles_path or runs["A"].config.particles, opts.project_dir)
     particles.require("images", "poses", "ctf", "half_sets")
     box = int(opts.box or particles.box)
+    grid = reconstruction_grid(particles, box)      # optics groups of other pixel sizes resampled to it
     pixel_size = particles.pixel_size * particles.box / box
+    if grid.mixed:
+        log(grid.describe())
     fsc_mask = _map_at(opts.mask, box, pixel_size).clip(0.0, 1.0) if opts.mask else None
     support = _support(runs, box, pixel_size, fsc_mask)
     gauges = {key: _gauge(run, opts, log) for key, run in {id(r): r for r in runs.values()}.items()}
@@ -240,7 +245,7 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
         log(f"half {half}: {int((particles.half_set == HALVES[half]).sum())} particles at box {box} "
             f"({pixel_size:.3f} Å/px), model {layout.runs[half]}")
         res = reconstruct_half(runs[half], particles, half_rows(particles.half_set, half), support,
-                               opts, device, log, gauge=gauges[id(runs[half])])
+                               opts, device, log, gauge=gauges[id(runs[half])], grid=grid)
         maps[half], stats[half] = res, res["stats"]
     flex, rigid = _postprocess_halves(maps, opts, pixel_size, fsc_mask)
     _write_maps(out, maps, flex, rigid, support, pixel_size)
@@ -254,6 +259,8 @@ def reconstruct_run(run_path: str | Path, particles_path: str | Path | None, out
         "bfactor_applied_A2": flex.bfactor_applied, "bfactor_source": flex.bfactor_source,
         "halves": stats,
     }
+    if grid.mixed:
+        summary["optics_resampling"] = [r.record() for r in grid.plan]
     if layout.split:
         summary["deformation_error_A"] = _disagreement(runs, particles, opts.labels, out)
     summary["seconds"] = time.perf_counter() - t_start

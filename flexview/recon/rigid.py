@@ -143,6 +143,9 @@ def reconstruct_rigid(particles: ParticleSet, *, box: int | None = None, indices
     ndarray (box, box, box) float32, ``[z, y, x]``, origin at voxel box // 2.
     """
     particles.require("images", "poses")
+    if particles.mixed:
+        raise FlexviewInputError("the optics groups differ in pixel size or box; a rigid reconstruction "
+                                 "needs one", particles.source, "rlnImagePixelSize")
     n_img, out_box = particles.box, int(box or particles.box)
     if not 2 <= out_box <= n_img:
         raise FlexviewInputError(f"reconstruction box {out_box} must be between 2 and the particle box "

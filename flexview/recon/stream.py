@@ -3,24 +3,35 @@
 A full-batch objective visits every particle of a half set once per evaluation, so images are
 read lazily, chunk by chunk, and Fourier-cropped on the fly when the reconstruction box is
 smaller than the particle box; nothing of size (particles × box²) is ever held in memory.
+Optics groups of other pixel sizes or boxes are resampled on the fly to the reference group's
+grid, as for training (:mod:`flexview.train.optics`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from flexview.errors import FlexviewInputError
-from flexview.io.particles import ParticleSet
+from flexview.io.particles import ImageSource, ParticleSet
 from flexview.model.ctf import CTF
 from flexview.model.grid import fft2_centered
 from flexview.model.pose import Pose
-from flexview.preprocess import fourier_crop
 from flexview.train.data import TrainingData
+from flexview.train.optics import OpticsGrid
 
-__all__ = ["Chunk", "ParticleStream"]
+__all__ = ["Chunk", "ParticleStream", "reconstruction_grid"]
+
+
+def reconstruction_grid(particles: ParticleSet, box: int) -> OpticsGrid:
+    """The grid of ``box`` px (even, 8 ≤ box ≤ particles.box) the particles are reconstructed on,
+    every optics group resampled to it; refusals name the particle file and ``--box``."""
+    if not 8 <= box <= particles.box or box % 2:
+        raise FlexviewInputError(f"reconstruction box {box} must be even and between 8 and "
+                                 f"the particle box {particles.box}", particles.source, "--box")
+    return OpticsGrid(particles, box, field="--box")
 
 
 @dataclass
@@ -53,6 +64,19 @@ class _CroppedImages:
         return self.stream.images(self.stream.rows[index])
 
 
+class _GridImages(ImageSource):
+    """The images of a stream's rows on its grid, as an :class:`ImageSource`."""
+
+    def __init__(self, stream: ParticleStream):
+        self.stream, self.box = stream, stream.box
+
+    def __len__(self) -> int:
+        return len(self.stream.rows)
+
+    def _read(self, idx):
+        return self.stream.images(self.stream.rows[idx])
+
+
 class ParticleStream:
     """The particles ``rows`` of ``particles`` at reconstruction box ``box``.
 
@@ -60,24 +84,29 @@ class ParticleStream:
     ----------
     particles : ParticleSet with images, poses and CTF.
     rows : int array, rows of the input file to use (e.g. one half set).
-    box : reconstruction box in pixels (≤ particles.box, even); None: the particle box.
+    box : reconstruction box in pixels (≤ particles.box, even); None: the particle box. For mixed
+        optics groups, the box of a grid spanning the reference group's extent.
     latents : (M, K) latent table in input order (M = len(particles)), or None.
+    grid : the :class:`OpticsGrid` of ``particles`` at ``box`` when the caller has it.
+
+    Raises :class:`FlexviewInputError` (the particle file, ``--box``) for a box out of range or
+    one that an optics group cannot be resampled to within tolerance.
     """
 
     def __init__(self, particles: ParticleSet, rows, box: int | None = None,
-                 latents: np.ndarray | None = None):
+                 latents: np.ndarray | None = None, *, grid: OpticsGrid | None = None):
         particles.require("images", "poses", "ctf")
         self.particles = particles
         self.rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self.box = int(box or particles.box)
-        if not 8 <= self.box <= particles.box or self.box % 2:
-            raise FlexviewInputError(f"reconstruction box {self.box} must be even and between 8 and "
-                                     f"the particle box {particles.box}", particles.source, "--box")
+        if grid is None or grid.box != self.box:
+            grid = reconstruction_grid(particles, self.box)
         if latents is not None and len(latents) != len(particles):
             raise FlexviewInputError(f"the run has latents for {len(latents)} particles but the particle "
                                      f"file holds {len(particles)}; use the particles the run was "
                                      "trained on", particles.source, "particles")
         self.latents = None if latents is None else np.asarray(latents, dtype=np.float32)
+        self.grid = grid
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -92,7 +121,7 @@ class ParticleStream:
         if count >= len(self.rows):
             return self
         pick = np.sort(np.random.default_rng(seed).choice(len(self.rows), count, replace=False))
-        return ParticleStream(self.particles, self.rows[pick], self.box, self.latents)
+        return ParticleStream(self.particles, self.rows[pick], self.box, self.latents, grid=self.grid)
 
     def chunks(self, size: int) -> list[np.ndarray]:
         """The rows in consecutive chunks of at most ``size``."""
@@ -100,10 +129,7 @@ class ParticleStream:
 
     def images(self, rows: np.ndarray) -> np.ndarray:
         """Images of input rows ``rows`` at the reconstruction box, (B, N, N) float32."""
-        images = np.asarray(self.particles.images.read(np.asarray(rows)), dtype=np.float32)
-        if self.box != self.particles.box:
-            images = fourier_crop(images, self.box)[0]
-        return images
+        return self.grid.read(rows)
 
     def load(self, rows: np.ndarray, device, *, with_images: bool = True,
              dtype=torch.float32) -> Chunk:
@@ -117,6 +143,13 @@ class ParticleStream:
         pose = Pose.from_arrays(p.rotations[rows], p.origins_A[rows], dtype=dtype, device=device)
         return Chunk(rows=rows, spectra=spectra, pose=pose, ctf=p.ctf.batch(rows, dtype=dtype, device=device),
                      z=z)
+
+    def on_grid(self) -> ParticleSet:
+        """These particles as a uniform :class:`ParticleSet` on the reconstruction grid (images
+        resampled lazily when read), for a rigid reference of mixed optics groups."""
+        p = self.particles.subset(self.rows)
+        return replace(p, images=_GridImages(self), pixel_size=self.pixel_size, box=self.box,
+                       pixel_sizes=None, boxes=None)
 
     def training_data(self) -> TrainingData:
         """These particles as :class:`~flexview.train.data.TrainingData` (images read lazily),

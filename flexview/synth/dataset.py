@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from flexview.errors import FlexviewInputError
 from flexview.io._atomic import atomic_path, write_text_atomic
-from flexview.io.cs import write_cs
+from flexview.io.cs_write import write_cs
 from flexview.io.mrc import write_map, write_stack
 from flexview.io.particles import ParticleSet, StackImages
 from flexview.io.star_write import write_star

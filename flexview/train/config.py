@@ -14,7 +14,8 @@ from pathlib import Path
 
 from flexview.errors import FlexviewInputError
 from flexview.io._atomic import write_text_atomic
-from flexview.params import ParameterError, param, validate
+from flexview.params import ParameterError, param, table, validate
+from flexview.runfolder import resolve_relative_paths
 
 PARTICLE_FILES = ("open", "Particles (*.star *.cs)")
 MAP_FILES = ("open", "Maps (*.mrc *.map)")
@@ -130,6 +131,8 @@ class TrainConfig:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise FlexviewInputError(f"cannot read the run configuration ({exc})", path) from exc
+        if isinstance(raw, dict):
+            raw = resolve_relative_paths(raw, path_fields(raw), path)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -138,3 +141,13 @@ class TrainConfig:
             return cls(**raw)
         except ParameterError as exc:
             raise ParameterError(exc.reason, exc.name, path) from None
+
+
+def path_fields(values: dict) -> list[str]:
+    """Names of the fields of ``values`` (TrainConfig fields) that hold file or folder paths:
+    the inputs, and ``latent_init`` when it names a ``.npy`` / ``.cs`` file."""
+    names = [name for name, row in table(TrainConfig).items() if row.param.path]
+    init = values.get("latent_init")
+    if isinstance(init, str) and init.lower().endswith((".npy", ".cs")):
+        names.append("latent_init")
+    return names

@@ -43,7 +43,11 @@ def load_latents_file(path: Path, n: int, dim: int) -> np.ndarray:
     """Latents from a ``.npy`` table or a cryoSPARC ``.cs`` with 3DVA components."""
     if not path.is_file():
         raise FlexviewInputError("latent file not found", path)
-    table = np.load(path, allow_pickle=False)
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):       # pickled objects, a damaged or foreign file
+        raise FlexviewInputError("not a NumPy .npy table of numbers (it is damaged, or holds pickled "
+                                 "Python objects, which flexview never loads)", path, "--latent-init") from None
     if table.dtype.names:
         names = [f"components_mode_{k}/value" for k in range(dim)]
         missing = [f for f in names if f not in table.dtype.names]
