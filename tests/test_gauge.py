@@ -170,12 +170,21 @@ def numpy_principal_axes(z: np.ndarray, d: np.ndarray):
     return s, u
 
 
-def test_principal_axes_of_a_linear_flow_match_numpy(mesh):
+@pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1000])         # one block, and a few particles per block
+def test_principal_axes_of_a_linear_flow_match_numpy(mesh, chunk_bytes):
     flow = linear_flow(mesh)
     z = correlated_latents()
     d = displacements(flow, z).reshape(len(z), -1)
     want_s, want_u = numpy_principal_axes(z.astype(np.float64), d)
-    new, sv = principal_axes(torch.as_tensor(z), flow, n_sample=len(z))
+    calls = []
+
+    def features(zz):
+        calls.append(len(zz))
+        return flow(zz).reshape(len(zz), -1)
+
+    new, sv = principal_axes(torch.as_tensor(z), flow, n_sample=len(z), features=features,
+                             chunk_bytes=chunk_bytes)
+    assert sum(calls) == len(z) and (max(calls) < 10 if chunk_bytes == 1000 else len(calls) <= 2)
     np.testing.assert_allclose(sv.numpy(), want_s, rtol=1e-4)
     # one unit along new axis k moves the vertices by s_k u_k: the same directions and signs
     zero = displacements(flow, np.zeros((1, 2))).reshape(-1)

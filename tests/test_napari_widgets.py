@@ -426,3 +426,52 @@ def test_config_form_reads_back_every_default(qtbot):
     values = form.values()
     defaults = {k: v for k, v in asdict(TrainConfig()).items() if k in values}
     assert values == defaults
+
+
+def slow_embedding(monkeypatch, seconds: float = 0.2, chunk: int = 10):
+    """Make the final embedding of a tiny run last a while: chunks of ``chunk`` particles, each
+    reported ``seconds`` late, so that the GUI sees it under way."""
+    import time
+
+    from flexview.train.trainer import Trainer
+
+    embed = Trainer.embed
+
+    def slow(self, rows, *, progress=None, **kw):
+        def tick(done, total):
+            time.sleep(seconds)
+            progress(done, total)
+        return embed(self, rows, chunk=chunk, progress=None if progress is None else tick, **kw)
+
+    monkeypatch.setattr(Trainer, "embed", slow)
+
+
+def test_train_widget_shows_each_stage_and_the_final_embedding(viewer, qtbot, tiny_flex_dataset,
+                                                               make_tiny_config, tmp_path, monkeypatch):
+    """The progress bar and status line follow the stages in the GUI thread: the set-up stages,
+    the iterations, then "final embedding 10 / 40 particles" (not the last training step), then
+    writing; once finished the bar shows the iterations again."""
+    from flexview.train.stages import EMBEDDING, STAGES
+
+    slow_embedding(monkeypatch)
+    train = dock(viewer, "Train")
+    _configure(train, make_tiny_config(tiny_flex_dataset, epochs=1), tmp_path / "run")
+    seen = []
+    show = train._show_progress
+
+    def spy():
+        show()
+        if train.state.stage is not None:        # None: started, before the first stage
+            seen.append((train.state.stage.stage, train.progress.value(), train.progress.maximum(),
+                         train.progress.format(), train.status.text()))
+
+    monkeypatch.setattr(train, "_show_progress", spy)
+    assert train.start()
+    qtbot.waitUntil(lambda: train.state.status in ("finished", "failed"), timeout=120000)
+    assert train.state.status == "finished", train.state.error
+    order = [s[0] for i, s in enumerate(seen) if i == 0 or seen[i - 1][0] != s[0]]
+    assert order == list(STAGES)
+    embedding = [s[1:] for s in seen if s[0] == EMBEDDING]
+    assert (10, 40, "final embedding %v / %m particles") in [e[:3] for e in embedding]
+    assert any(text.startswith("final embedding 10 / 40 particles") for *_, text in embedding)
+    assert (train.progress.value(), train.progress.maximum(), train.progress.format()) == (2, 2, "%v / %m iterations")

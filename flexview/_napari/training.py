@@ -2,8 +2,10 @@
 
 Training runs in a napari ``thread_worker`` driving :func:`flexview.app.train.training_updates`
 (on the GPU when present); the GUI thread only draws the progress, the loss curves, the latent
-scatter and swaps the canonical map layer's data. Stop ends the session's generator, which
-writes a complete, resumable run folder.
+scatter and swaps the canonical map layer's data. The progress bar and the status line follow
+the session's stages (set-up, cache, calibration, initialisation, training, final embedding,
+writing), whose events the worker thread sends through a queued Qt signal. Stop ends the
+session's generator, which writes a complete, resumable run folder.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import replace
 from functools import partial
 
 from matplotlib.ticker import AutoLocator
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QWidget
 from superqt import QCollapsible
 
@@ -43,6 +46,14 @@ def _closing_worker_class():
                 self._gen.close()
 
     return ClosingGeneratorWorker
+
+
+class StageSignal(QObject):
+    """Carries :class:`~flexview.train.stages.StageProgress` events from the worker's thread to
+    the GUI thread (``stage.emit`` is the session's progress callback; the connection is queued
+    because this object lives in the GUI thread)."""
+
+    stage = Signal(object)
 
 
 def _stop_worker(worker) -> None:
@@ -113,7 +124,7 @@ class TrainWidget(QWidget):
             buttons.addWidget(b)
         layout.addLayout(buttons)
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m iterations")
+        self.progress.setFormat("")
         layout.addWidget(self.progress)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -172,17 +183,17 @@ class TrainWidget(QWidget):
             self._on_error(exc)
             return False
         self.state.begin(out, resume)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self._show_progress()
+        stages = StageSignal(self)
         self.worker = thread_worker(training_updates, start_thread=False, ignore_errors=True,
                                     worker_class=_closing_worker_class())(
-            replace(cfg), out, resume=resume, refresh_every=self.refresh.value())
-        self._connect(self.worker)
+            replace(cfg), out, resume=resume, refresh_every=self.refresh.value(), on_stage=stages.stage.emit)
+        self._connect(self.worker, stages)
         self.destroyed.connect(partial(_stop_worker, self.worker))  # the viewer closes mid-run
         self.worker.start()
         return True
 
-    def _connect(self, worker) -> None:
+    def _connect(self, worker, stages: StageSignal) -> None:
         """Route ``worker``'s signals to the widget while it is the current worker. Its signals
         are queued from its thread, so its ``finished`` can arrive after its ``returned`` has
         ended the run and a new (resumed) worker has started; those late signals are dropped."""
@@ -192,6 +203,7 @@ class TrainWidget(QWidget):
                     handler(*args)
             return call
 
+        stages.stage.connect(current(self._on_stage))
         worker.yielded.connect(current(self._on_update))
         worker.returned.connect(current(self.state.end))
         worker.finished.connect(current(self._on_finished))
@@ -218,14 +230,23 @@ class TrainWidget(QWidget):
             open_run_in_viewer(self.viewer, folder)
 
     # ------------------------------------------------------------------ worker → GUI
+    def _show_progress(self) -> None:
+        """The progress bar and status line from the state's current stage."""
+        value, maximum, text = self.state.progress_bar()
+        self.progress.setRange(0, maximum)
+        self.progress.setValue(value)
+        self.progress.setFormat(text)
+        if self.state.status == "running":
+            self.status.setText(self.state.stage_text())
+
+    def _on_stage(self, event) -> None:
+        self.state.set_stage(event)
+        self._show_progress()
+
     def _on_update(self, update: TrainUpdate) -> None:
         self.state.record(update)
-        self.progress.setRange(0, max(1, update.total))
-        self.progress.setValue(update.iteration)
-        p = update.progress
-        if p is not None:
-            self.status.setText(f"epoch {p.epoch + 1}, {p.block} step, band limit {p.band_A:.1f} Å, "
-                                f"{p.seconds:.2f} s/iteration")
+        self._show_progress()
+        if update.progress is not None:
             self._draw_losses()
         if update.volume is not None:
             if _layers.find_layer(self.viewer, CANONICAL) is None:
@@ -263,8 +284,8 @@ class TrainWidget(QWidget):
         """After quit() no result comes back: the run stopped where the last update was."""
         if self.state.active:
             done = self.state.history[-1].iteration + 1 if self.state.history else 0
-            total = self.progress.maximum()
-            self.state.end(TrainResult(self.state.out, done, total, done >= total))
+            total = self.state.total_iterations
+            self.state.end(TrainResult(self.state.out, done, total, done >= total > 0))
 
     def _on_error(self, exc: BaseException) -> None:
         self.state.fail(exc)
@@ -282,9 +303,14 @@ class TrainWidget(QWidget):
             self.status.setText(f"failed: {s.error}")
         elif s.status == "paused":
             self.status.setText("paused")
+        elif s.status == "running":
+            self.status.setText(s.stage_text())
         elif s.status == "stopping":
             self.status.setText("stopping after this iteration ...")
         elif s.result is not None:
             r = s.result
             what = "finished" if r.finished else "stopped (Resume continues)"
             self.status.setText(f"{what} at iteration {r.iteration} of {r.total}: {r.folder}")
+            self.progress.setRange(0, max(1, r.total))
+            self.progress.setValue(r.iteration)
+            self.progress.setFormat("%v / %m iterations")

@@ -3,7 +3,9 @@ the updates it sends to the GUI, and the losses and status of the run.
 
 :func:`training_updates` wraps :meth:`flexview.train.TrainingSession.iterate`; sending
 :data:`STOP` ends it after the current iteration and the session writes a complete, resumable
-run folder.
+run folder. The session's stages (:class:`~flexview.train.stages.StageProgress`: set-up, cache,
+calibration, initialisation, training, final embedding, writing) go to the ``on_stage`` callback;
+:class:`TrainState` turns the latest into the progress bar and the status line.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from flexview.app.messages import error_text
 from flexview.runfolder import RunFolder, read_log
 from flexview.train import Progress, TrainConfig, TrainingSession
 from flexview.train.session import RunComplete
+from flexview.train.stages import TRAINING, StageProgress
 
 STOP = "stop"
 
@@ -44,19 +47,22 @@ class TrainResult:
     finished: bool
 
 
-def training_updates(cfg: TrainConfig, out: str | Path, *, resume: bool = False, refresh_every: int = 5):
+def training_updates(cfg: TrainConfig, out: str | Path, *, resume: bool = False, refresh_every: int = 5,
+                     on_stage=None):
     """Generator run by the worker: start (or resume) a session and yield a :class:`TrainUpdate`
-    per iteration. Sending :data:`STOP` ends it after the current iteration; the session then
-    checkpoints and writes its outputs (a resumable run folder that Explore opens), keeping the
-    outputs of a run that had completed. An error writes no outputs (the last checkpoint is kept).
-    Returns a :class:`TrainResult`."""
+    per iteration; ``on_stage(StageProgress)`` is called (in the worker's thread) as each stage
+    of the session advances, also between yields (set-up, final embedding). Sending :data:`STOP`
+    ends it after the current iteration; the session then checkpoints and writes its outputs (a
+    resumable run folder that Explore opens), keeping the outputs of a run that had completed.
+    An error writes no outputs (the last checkpoint is kept). Returns a :class:`TrainResult`."""
     if resume:
         try:
-            session = TrainingSession.resume(out, {"epochs": cfg.epochs, "device": cfg.device})
+            session = TrainingSession.resume(out, {"epochs": cfg.epochs, "device": cfg.device},
+                                             progress=on_stage)
         except RunComplete as done:         # nothing to do, nothing written
             return TrainResult(Path(out), done.iteration, done.iteration, True)
     else:
-        session = TrainingSession.start(cfg, out)
+        session = TrainingSession.start(cfg, out, progress=on_stage)
     trainer = session.trainer
     steps = session.iterate()
     started = False
@@ -94,6 +100,8 @@ class TrainState:
 
     def __init__(self):
         self.history: list[Progress] = []
+        self.stage: StageProgress | None = None      # the latest stage event of the run
+        self.total_iterations = 0                    # of the run, from the latest update
         self.status = "idle"
         self.result: TrainResult | None = None
         self.error: str = ""
@@ -101,6 +109,7 @@ class TrainState:
 
     def begin(self, out: Path, resume: bool) -> None:
         self.out, self.result, self.error, self.status = out, None, "", "running"
+        self.stage = None
         if not resume:
             self.history = []
         elif not self.history:  # resuming a run this widget did not start: its log so far
@@ -108,9 +117,33 @@ class TrainState:
         self.changed.emit()
 
     def record(self, update: TrainUpdate) -> None:
+        self.total_iterations = update.total
         if update.progress is not None:
             self.history = [p for p in self.history if p.iteration < update.progress.iteration]
             self.history.append(update.progress)
+
+    def set_stage(self, event: StageProgress) -> None:
+        self.stage = event
+
+    def progress_bar(self) -> tuple[int, int, str]:
+        """(value, maximum, QProgressBar format) for the current stage, e.g. (1500, 4000,
+        "final embedding %v / %m particles")."""
+        s = self.stage
+        if s is None:
+            return 0, 0 if self.status == "running" else 1, "starting ..."
+        return min(s.done, s.total), max(1, s.total), f"{s.stage} %v / %m {s.unit}"
+
+    def stage_text(self) -> str:
+        """The status line while the run is going: during training the last iteration (epoch,
+        block, band limit, seconds per iteration), otherwise the stage and its progress, e.g.
+        "final embedding 1,500 / 4,000 particles, 42 s"."""
+        s, last = self.stage, self.history[-1] if self.history else None
+        if s is None:
+            return "starting ..."
+        if s.stage == TRAINING and last is not None:
+            return (f"training: epoch {last.epoch + 1}, {last.block} step, band limit {last.band_A:.1f} Å, "
+                    f"{last.seconds:.2f} s/iteration")
+        return f"{s.text()}, {s.seconds:.0f} s"
 
     def end(self, result: TrainResult) -> None:
         self.result = result

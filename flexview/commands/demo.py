@@ -45,7 +45,7 @@ def check_args(args):
 
 def run(args) -> int:
     from flexview.commands.generate import write_series
-    from flexview.commands.train import report
+    from flexview.commands.train import StageBars, report
     from flexview.run import load_run
     from flexview.synth import make_dataset
     from flexview.train import TrainingSession
@@ -57,7 +57,8 @@ def run(args) -> int:
     make_dataset(out / "data", kind=d["kind"], n_particles=args.particles, box=d["box"], snr=d["snr"],
                  seed=args.seed)
     print(f"2/3 training at box {d['train_box']} ...")
-    report(TrainingSession.start(cfg, out / "run"))
+    bars = StageBars()
+    report(TrainingSession.start(cfg, out / "run", progress=bars), bars)
     print("3/3 writing a volume series along latent axis 0 ...")
     run_obj = load_run(out / "run")
     write_series(run_obj, 0, 21, 1.5, out / "series")

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 from flexview.commands._params import add_param_options, build, given_params, set_epilog
@@ -40,6 +41,7 @@ def run(args) -> int:
     from flexview.train.session import RunComplete, TrainingSession, existing_run_error
 
     given = overrides(args)
+    bars = StageBars()
     if args.split_halves:
         return run_split_halves(args, given)
     have_inputs = bool(given.get("particles") and given.get("consensus_map"))
@@ -48,10 +50,12 @@ def run(args) -> int:
         raise existing_run_error(RunFolder(args.out))
     if is_run:
         try:
-            session = TrainingSession.resume(args.out, given)
+            session = TrainingSession.resume(args.out, given, progress=bars)
         except RunComplete as done:
             print(done)
             return 0
+        finally:
+            bars.close()
     elif args.resume and not have_inputs:
         raise FlexviewInputError("nothing to resume: no flexview run here (no config.json); to start one, "
                                  "give PARTICLES and --map", args.out, "--out")
@@ -59,8 +63,11 @@ def run(args) -> int:
         print("flexview train: error: PARTICLES and --map are required", file=sys.stderr)
         return 2
     else:                                                  # --resume before the run began: start it
-        session = TrainingSession.start(build(TrainConfig, given), args.out)
-    return report(session)
+        try:
+            session = TrainingSession.start(build(TrainConfig, given), args.out, progress=bars)
+        finally:
+            bars.close()     # the set-up's bars: a refused input is said on a line of its own
+    return report(session, bars)
 
 
 def _check_split_root(root: Path, resume: bool) -> bool:
@@ -106,51 +113,119 @@ def run_split_halves(args, given: dict) -> int:
     for half in HALVES:
         folder = root / f"half_{half}"
         print(f"half set {half}: {folder}")
+        bars = StageBars()
         try:
             if (folder / "config.json").is_file():
-                session = TrainingSession.resume(folder, {**given, "halves": half})
+                session = TrainingSession.resume(folder, {**given, "halves": half}, progress=bars)
             else:
                 values = dict(given)
                 if "particles" not in values:    # resumed before this half started: half A's parameters
                     saved = TrainConfig.from_json(root / "half_A" / "config.json").__dict__
                     values = {**{k: v for k, v in saved.items() if k != "versions"}, **values}
-                session = TrainingSession.start(build(TrainConfig, {**values, "halves": half}), folder)
+                session = TrainingSession.start(build(TrainConfig, {**values, "halves": half}), folder,
+                                                progress=bars)
         except RunComplete as done:
+            bars.close()
             print(done)
             continue
         except BaseException:
+            bars.close()
             if not existing and half == "A":    # nothing of this run was kept: leave no split.json
                 (root / SPLIT_FILE).unlink(missing_ok=True)
                 if new_root:
                     with contextlib.suppress(OSError):
                         root.rmdir()
             raise
-        code = report(session)
+        code = report(session, bars)
         if code:
             return code
     return 0
 
 
-def report(session) -> int:
-    """Drive the session with a progress bar and print a summary."""
-    from tqdm import tqdm
+class StageBars:
+    """Draws the stages of a run as :class:`~flexview.train.stages.StageProgress` events arrive
+    (the ``progress`` callback of a session): one tqdm bar per stage, with its count, rate and
+    time left, closed when the stage is done or the next one begins. While a bar is open it is
+    redrawn every ``tick`` seconds, so that the elapsed time of a long step keeps moving."""
 
+    def __init__(self, tick: float = 1.0):
+        self.stage: str | None = None
+        self.bar = None
+        self.tick = tick
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        with self._lock:
+            if event.stage != self.stage:
+                self._close_bar()
+                self.stage = event.stage
+                self.bar = tqdm(total=event.total, initial=event.done, desc=event.stage,
+                                unit=event.unit.rstrip("s"), dynamic_ncols=True, smoothing=0.1)
+                self._start_ticking()
+            if self.bar is None:             # the stage was done already
+                return
+            if event.total != self.bar.total:
+                self.bar.total = event.total
+            self.bar.update(event.done - self.bar.n)
+            if event.finished:
+                self._close_bar()
+
+    def postfix(self, **values) -> None:
+        with self._lock:
+            if self.bar is not None:
+                self.bar.set_postfix(**values)
+
+    def write(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(message)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_bar()
+            if self._stop is not None:
+                self._stop.set()
+                self._stop = None
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+
+    def _start_ticking(self) -> None:
+        if self._stop is None and self.tick > 0:
+            self._stop = threading.Event()
+            threading.Thread(target=self._redraw, args=(self._stop,), daemon=True).start()
+
+    def _redraw(self, stop: threading.Event) -> None:
+        while not stop.wait(self.tick):
+            with self._lock:
+                if self.bar is not None:
+                    self.bar.refresh()
+
+
+def report(session, bars: StageBars | None = None) -> int:
+    """Drive the session, drawing each stage with ``bars`` (the session's progress callback;
+    a new one when None), and print a summary with the time of each stage."""
     from flexview.train.optics import describe_resampling
 
     trainer = session.trainer
-    bar = tqdm(total=trainer.total_iters, initial=trainer.iteration, unit="it", dynamic_ncols=True)
+    bars = bars or StageBars()
+    session.clock.callback = bars
     last = None
     try:
         for last in session.iterate():
-            bar.update(1)
-            bar.set_postfix(block=last.block, band=f"{last.band_A:.1f}Å", loss=f"{last.data:.4g}")
+            bars.postfix(block=last.block, band=f"{last.band_A:.1f}Å", loss=f"{last.data:.4g}")
             for message in trainer.messages:
-                bar.write(message)
+                bars.write(message)
             trainer.messages.clear()
     except (Exception, KeyboardInterrupt) as exc:
-        bar.close()
+        bars.close()
         return report_failure(session, exc)
-    bar.close()
+    bars.close()
     z = trainer.latents.numpy()
     print(f"run folder: {session.folder.root}")
     print(f"particles: {len(z)}  training box: {trainer.data.box}  pixel size: {trainer.data.pixel_size:.3f} Å")
@@ -161,6 +236,7 @@ def report(session) -> int:
     if last is not None:
         print(f"final data term: {last.data:.5g}  rigidity: {last.rigidity:.3g}")
     print("latent std per axis: " + ", ".join(f"{s:.3f}" for s in z.std(axis=0)))
+    print("stage times (every session of the run): " + session.clock.summary())
     return 0
 
 

@@ -80,7 +80,7 @@ def standardise_latents(latents: Float[Tensor, "particles latent"], flow: FlowGe
 @torch.no_grad()
 def principal_axes(latents: Float[Tensor, "particles latent"], flow: FlowGenerator, *,
                    features: Callable[[Tensor], Tensor] | None = None, fit: np.ndarray | None = None,
-                   n_sample: int = 500, seed: int = 0) -> tuple[Tensor, Tensor]:
+                   n_sample: int = 500, seed: int = 0, chunk_bytes: int = 64 * 2**20) -> tuple[Tensor, Tensor]:
     """Whiten the latents and rotate them so that axis 1 carries the largest deformation, axis 2
     the next, and so on; the change is absorbed into ``flow`` (in place), so every particle keeps
     its vertex displacements.
@@ -98,6 +98,8 @@ def principal_axes(latents: Float[Tensor, "particles latent"], flow: FlowGenerat
         displacements, e.g. density-weighted voxel displacements in Å; default the vertex
         displacements ``flow(z)`` themselves.
     fit : rows that set the mean, the whitening and the regression (default all).
+    chunk_bytes : the features are evaluated on as many particles at a time as fit in this many
+        bytes of float64, so memory grows with F but not with ``n_sample`` × F.
 
     Returns
     -------
@@ -117,8 +119,7 @@ def principal_axes(latents: Float[Tensor, "particles latent"], flow: FlowGenerat
     if features is None:
         device = flow.free.device
         features = lambda z: flow(z.to(device, flow.free.dtype)).reshape(len(z), -1)   # noqa: E731
-    d = features(sample).reshape(len(rows), -1).double().cpu()
-    coef = torch.linalg.lstsq(zw - zw.mean(0), d - d.mean(0)).solution          # (K, F)
+    coef = _regression(zw - zw.mean(0), sample, features, chunk_bytes)              # (K, F)
     u, sv, vt = torch.linalg.svd(coef.T, full_matrices=False)
     peak = u.abs().argmax(dim=0)                  # fix each axis's sign: its largest move is +
     vt = vt * torch.sign(u[peak, torch.arange(u.shape[1])])[:, None]
@@ -126,6 +127,25 @@ def principal_axes(latents: Float[Tensor, "particles latent"], flow: FlowGenerat
     _absorb_affine(flow, mean, torch.linalg.inv(transform))           # z = z_new @ back + μ
     out = (latents.double().cpu() - mean) @ transform
     return out.to(latents.dtype).to(latents.device), sv
+
+
+def _regression(zc: Tensor, sample: Tensor, features: Callable[[Tensor], Tensor], chunk_bytes: int) -> Tensor:
+    """Least-squares coefficients (K, F) float64 of the centred features of ``sample`` (B, K) on
+    the centred regressors ``zc`` (B, K) float64, without holding all (B, F) features.
+
+    With ``zc = Q R`` (thin QR) the solution of ``min ‖zc C − (D − 1 d̄ᵀ)‖`` is
+    ``C = R⁻¹ Qᵀ (D − 1 d̄ᵀ) = R⁻¹ Qᵀ D``, since the columns of ``Q`` sum to zero with those of
+    ``zc``; ``Qᵀ D`` is accumulated over chunks of particles (the same solution as
+    ``torch.linalg.lstsq`` on the full matrices, to rounding).
+    """
+    q, r = torch.linalg.qr(zc)
+    first = features(sample[:1]).reshape(1, -1)
+    step = max(1, chunk_bytes // (8 * first.shape[1]))
+    qtd = q[:1].T @ first.double().cpu()
+    for start in range(1, len(sample), step):
+        block = features(sample[start:start + step]).reshape(-1, first.shape[1]).double().cpu()
+        qtd += q[start:start + step].T @ block
+    return torch.linalg.solve_triangular(r, qtd, upper=True)
 
 
 @torch.no_grad()

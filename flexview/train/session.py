@@ -4,11 +4,13 @@
 or empty folder) and checkpoints it at iteration 0; ``TrainingSession.resume(out)`` continues it
 from its last checkpoint, or sets it up again when it was killed during set-up.
 ``session.iterate()`` yields one :class:`Progress` per iteration and writes a checkpoint every
-``config.checkpoint_every`` iterations. The outputs (``flow.pt``, ``canonical.mrc``,
-``latents.npy``, ``latents.star``) are written when the run ends well, or when the generator is
-closed (Stop in the app: the run is checkpointed and its outputs written so that it can be
-explored and resumed, except that the outputs of a run that had completed are never replaced by
-those of an unfinished one). An exception during training writes no outputs, keeps the last
+``config.checkpoint_every`` iterations. Each stage (:mod:`flexview.train.stages`) reports its
+progress to the ``progress`` callback given to :meth:`start` or :meth:`resume`, and its time to
+``status.json``. The outputs (``flow.pt``, ``canonical.mrc``, ``latents.npy``,
+``latents.star``) are written when the run ends well, or when the generator is closed (Stop in
+the app: the run is checkpointed and its outputs written so that it can be explored and resumed,
+except that the outputs of a run that had completed are never replaced by those of an
+unfinished one). An exception during training writes no outputs, keeps the last
 checkpoint and records the failure in ``status.json``. A kill at any moment leaves a folder
 that :meth:`TrainingSession.resume` continues to the same result.
 """
@@ -44,7 +46,12 @@ from flexview.train.optics import OpticsGrid
 from flexview.train.latents import init_latents
 from flexview.train.linearised import linearised_start
 from flexview.train.setup import check_mesh, make_mesh, make_model, solvent_mask
+from flexview.train.stages import (CACHE, CALIBRATION, EMBEDDING, INITIALISATION, MODEL, READING, TRAINING,
+                                   WRITING, StageClock)
 from flexview.train.trainer import Progress, Trainer
+
+
+OUTPUT_FILES = 5       # written by TrainingSession.write_outputs
 
 
 class RunComplete(Exception):
@@ -62,12 +69,15 @@ class TrainingSession:
     ``finalised``: the latents of every particle have been inferred with the final model and the
     latent axes put in principal order (done once, after the last iteration).
     ``checkpoint_iteration``: the iteration of the last checkpoint written or loaded.
+    ``clock``: the :class:`StageClock` that reports the stages and holds their times.
     """
 
     def __init__(self, cfg: TrainConfig, folder: RunFolder, particles: ParticleSet, trainer: Trainer,
-                 log: list[dict], *, finalised: bool = False, outputs: str | None = None):
+                 log: list[dict], *, finalised: bool = False, outputs: str | None = None,
+                 clock: StageClock | None = None):
         self.cfg, self.folder, self.particles, self.trainer, self.log = cfg, folder, particles, trainer, log
         self.finalised, self.outputs = finalised, outputs
+        self.clock = clock or StageClock()
         self.checkpoint_iteration = trainer.iteration
 
     # ------------------------------------------------------------------ construction
@@ -75,12 +85,14 @@ class TrainingSession:
     def start(cls, cfg: TrainConfig, out: str | Path, *, progress=None) -> "TrainingSession":
         """Set up a new run in ``out``: a new folder or an empty one. A folder that holds a run
         (use :meth:`resume`) or files flexview did not write, or a file, is refused before
-        anything is read or written. Input paths are stored absolute."""
+        anything is read or written. Input paths are stored absolute. ``progress``: called with a
+        :class:`~flexview.train.stages.StageProgress` as each stage advances, here and later."""
         folder = RunFolder(out)
         kind = folder_kind(folder.root)
         if kind == "run":
             raise existing_run_error(folder)
-        return cls._set_up(absolute_paths(cfg), folder, progress=progress, new_root=kind == "new", redo=False)
+        return cls._set_up(absolute_paths(cfg), folder, clock=StageClock(progress), new_root=kind == "new",
+                           redo=False)
 
     @classmethod
     def resume(cls, out: str | Path, overrides: dict | None = None, *, progress=None) -> "TrainingSession":
@@ -100,9 +112,10 @@ class TrainingSession:
         if status.get("state") == "complete" and outputs_there and cfg.epochs <= status.get("epochs", 0):
             raise RunComplete(folder, int(status.get("iteration", 0)))
         remove_temporaries(folder)
+        clock = StageClock(progress, status.get("stages") if isinstance(status.get("stages"), dict) else None)
         if not folder.checkpoint.is_file():                  # killed during set-up: set it up again
-            return cls._set_up(cfg, folder, progress=progress, new_root=False, redo=True)
-        session = cls._load(cfg, folder, progress)
+            return cls._set_up(cfg, folder, clock=clock, new_root=False, redo=True)
+        session = cls._load(cfg, folder, clock)
         if not status and outputs_there:                     # a run from before status.json
             session.outputs = "complete" if session.finalised else "stopped"
             if session.finalised:
@@ -112,29 +125,32 @@ class TrainingSession:
         return session
 
     @classmethod
-    def _set_up(cls, cfg: TrainConfig, folder: RunFolder, *, progress, new_root: bool,
+    def _set_up(cls, cfg: TrainConfig, folder: RunFolder, *, clock: StageClock, new_root: bool,
                 redo: bool) -> "TrainingSession":
         """Read and check the inputs, then (and only then) write the set-up and checkpoint 0.
         A fresh set-up that fails removes what it wrote; ``redo`` keeps ``config.json``."""
         cfg.versions = _versions()
-        particles, consensus, device, train_rows = _read_inputs(cfg)
+        particles, consensus, device, train_rows = clock.run(READING, _read_inputs, cfg)
         if not redo:
             remove_temporaries(folder)
         try:
             if not redo:
                 cfg.to_json(folder.config)      # marks the folder as a run: resumable from here on
-            data = prepare_training_data(particles, cfg.box, _cache_file(cfg, folder), progress=progress)
+            data = _prepare_data(cfg, folder, particles, clock)
+            clock.begin(MODEL, 3)
             mask = solvent_mask(cfg, consensus, particles, data.pixel_size)
+            clock.update(1)
             mesh = make_mesh(cfg, consensus, mask, data.pixel_size)
+            clock.update(2)
             model = make_model(cfg, consensus, mask, mesh, data.pixel_size).to(device)
-            scale, power = calibrate(model, data, train_rows[:2000], device)
+            scale, power = clock.run(CALIBRATION, calibrate, model, data, train_rows[:2000], device)
             with torch.no_grad():
                 model.canonical.volume.mul_(scale)
             trainer = Trainer(cfg, data, model, np.zeros((len(data), cfg.latent_dim), np.float32),
                               noise_weight(power, data.box), device, train_rows)
-            trainer.latents = torch.as_tensor(_initial_latents(cfg, trainer))
+            trainer.latents = torch.as_tensor(clock.run(INITIALISATION, _initial_latents, cfg, trainer))
             _write_setup(folder, mask, mesh, data.pixel_size, scale, power, resampling=data.resampling)
-            session = cls(cfg, folder, particles, trainer, [])
+            session = cls(cfg, folder, particles, trainer, [], clock=clock)
             session.save_checkpoint()
         except BaseException:
             if not redo:
@@ -143,13 +159,15 @@ class TrainingSession:
         return session
 
     @classmethod
-    def _load(cls, cfg: TrainConfig, folder: RunFolder, progress) -> "TrainingSession":
+    def _load(cls, cfg: TrainConfig, folder: RunFolder, clock: StageClock) -> "TrainingSession":
         """The session at the run's last checkpoint (checked against the run before use)."""
-        particles, consensus, device, train_rows = _read_inputs(cfg)
-        data = prepare_training_data(particles, cfg.box, _cache_file(cfg, folder), progress=progress)
+        particles, consensus, device, train_rows = clock.run(READING, _read_inputs, cfg)
+        data = _prepare_data(cfg, folder, particles, clock)
+        clock.begin(MODEL, 1)
         mask = read_map(folder.mask)[0] > 0.5
         mesh = read_mesh(folder.mesh)
         model = make_model(cfg, consensus, mask, mesh, data.pixel_size).to(device)
+        clock.end()
         trainer = Trainer(cfg, data, model, np.zeros((len(data), cfg.latent_dim), np.float32),
                           torch.ones(1), device, train_rows)
         state = load_torch(folder.checkpoint)
@@ -163,20 +181,29 @@ class TrainingSession:
         done = trainer.iteration >= trainer.total_iters
         finalised = done and bool(state.get("finalised", True))     # older checkpoints: final when done
         log = [r for r in read_log(folder.log) if r["iteration"] < trainer.iteration]
-        return cls(cfg, folder, particles, trainer, log, finalised=finalised)
+        return cls(cfg, folder, particles, trainer, log, finalised=finalised, clock=clock)
 
     # ------------------------------------------------------------------ running
     def iterate(self):
         """Yield :class:`Progress` per iteration; checkpoint periodically; at the end infer every
         particle's latents, checkpoint and write the outputs. Closing the generator early is
-        :meth:`stop`; an exception records the failure and writes no outputs."""
+        :meth:`stop`; an exception records the failure and writes no outputs. The time between a
+        yield and the next request is not counted in the training stage's time."""
         self._set_status("training")
+        clock, trainer = self.clock, self.trainer
         try:
-            for record in self.trainer.iterate():
+            if not self.finished:
+                clock.begin(TRAINING, trainer.total_iters, done=trainer.iteration)
+            for record in trainer.iterate():
                 self.log.append(record.row())
-                if self.trainer.iteration % self.cfg.checkpoint_every == 0:
+                clock.update(trainer.iteration)
+                if trainer.iteration % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                    self._set_status("training")      # the stage times so far survive a kill
+                clock.hold()
                 yield record
+                clock.release()
+            clock.end()
             self._finish()
         except GeneratorExit:
             self.stop()
@@ -199,12 +226,18 @@ class TrainingSession:
         return self.trainer.iteration >= self.trainer.total_iters
 
     def _finish(self) -> None:
+        clock = self.clock
         if not self.finalised:
-            self.trainer.embed(np.arange(len(self.trainer.data)))   # final model, every particle
+            rows = np.arange(len(self.trainer.data))
+            clock.begin(EMBEDDING, len(rows))
+            self.trainer.embed(rows, progress=clock.update)       # final model, every particle
             self.trainer.principal_axes()
+            clock.end()
             self.finalised = True
             self.save_checkpoint()
-        self.write_outputs()
+        clock.begin(WRITING, OUTPUT_FILES)
+        self.write_outputs(progress=clock.update)
+        clock.end()
         self.outputs = "complete"
         self._set_status("complete")
 
@@ -230,21 +263,29 @@ class TrainingSession:
         write_log(self.folder.log, self.log)
         self.checkpoint_iteration = self.trainer.iteration
 
-    def write_outputs(self) -> None:
-        """flow.pt, canonical.mrc, latents.npy, latents.star and log.csv."""
+    def write_outputs(self, progress=None) -> None:
+        """flow.pt, canonical.mrc, latents.npy, latents.star and log.csv (:data:`OUTPUT_FILES`);
+        ``progress(done)`` after each."""
         model, f = self.trainer.model, self.folder
+        tick = progress or (lambda done: None)
         save_torch(f.flow, {k: v.cpu() for k, v in model.flow.state_dict().items()})
+        tick(1)
         with torch.no_grad():  # the band-limited density the model used
             write_map(f.canonical, model.canonical.density().cpu().numpy(), model.pixel_size)
+        tick(2)
         z = self.trainer.latents.numpy().astype(np.float32)
         save_npy(f.latents, z)
+        tick(3)
         columns = {LATENT_COLUMN.format(k + 1): z[:, k] for k in range(z.shape[1])}
         write_star(f.latents_star, self.particles.with_columns(**columns))
+        tick(4)
         write_log(f.log, self.log)
+        tick(5)
 
     def _set_status(self, state: str, **info) -> None:
         write_status(self.folder, state, iteration=self.trainer.iteration, total=self.trainer.total_iters,
-                     epochs=self.cfg.epochs, checkpoint=self.checkpoint_iteration, outputs=self.outputs, **info)
+                     epochs=self.cfg.epochs, checkpoint=self.checkpoint_iteration, outputs=self.outputs,
+                     stages={k: round(v, 3) for k, v in self.clock.times.items()}, **info)
 
 
 def existing_run_error(folder: RunFolder) -> FlexviewInputError:
@@ -291,6 +332,14 @@ def _read_inputs(cfg: TrainConfig):
 
 def _cache_file(cfg: TrainConfig, folder: RunFolder) -> Path:
     return folder.cache / f"particles_{cfg.box}.npy"
+
+
+def _prepare_data(cfg: TrainConfig, folder: RunFolder, particles: ParticleSet, clock: StageClock):
+    """The particle cache at the training box, as the stage :data:`CACHE` (counted in particles)."""
+    clock.begin(CACHE, len(particles))
+    data = prepare_training_data(particles, cfg.box, _cache_file(cfg, folder), progress=clock.update)
+    clock.end()
+    return data
 
 
 def _initial_latents(cfg: TrainConfig, trainer: Trainer) -> np.ndarray:

@@ -25,6 +25,10 @@ from flexview.train.latents import (coordinate_descent, gauss_newton, gradient_d
 from flexview.train.schedule import Schedule
 
 
+FIRST_CHUNK = 50       # particles in the first chunk of an embedding that reports progress
+CHUNK_SECONDS = 2.0    # such chunks double in size while one takes less than this (s)
+
+
 @dataclass
 class Progress:
     """What one iteration did (one row of ``log.csv``)."""
@@ -295,16 +299,24 @@ class Trainer:
                                 prior_weight=self.cfg.prior_weight)
         return posterior_mean(self.objective(batch, radius_px), z, factor, points=points, seed=self.cfg.seed)
 
-    def embed(self, rows: np.ndarray, *, band_A: float | None = None, chunk: int = 500, sweeps: int = 2) -> None:
+    def embed(self, rows: np.ndarray, *, band_A: float | None = None, chunk: int = 500, sweeps: int = 2,
+              progress=None) -> None:
         """Infer the latents of ``rows`` with the model fixed (band limit ``band_A``, default the
         final one): a global search (:meth:`search_latents`) when ``config.latent_search`` > 0,
         otherwise ``sweeps`` local sweeps from the current latents; then, with
-        ``config.latent_estimate == "mean"``, the posterior mean around that mode."""
+        ``config.latent_estimate == "mean"``, the posterior mean around that mode.
+
+        Works in chunks of at most ``chunk`` particles (each particle's result does not depend on
+        the chunking). With ``progress``, ``progress(done, total)`` (particles) follows each chunk,
+        and the chunks start at :data:`FIRST_CHUNK` particles and double while one takes under
+        :data:`CHUNK_SECONDS`, so that progress shows within seconds on any machine."""
         band = band_A or self.schedule.band_end_A
         radius = self.band_radius_px(band)
         self.model.canonical.set_band_limit(resolution_A=band)
-        for start in range(0, len(rows), chunk):
-            sel = rows[start:start + chunk]
+        start, size = 0, chunk if progress is None else min(chunk, FIRST_CHUNK)
+        while start < len(rows):
+            t0 = time.perf_counter()
+            sel = rows[start:start + size]
             batch = self.batch(sel)
             z = self.latents[sel].to(self.device)
             if self.cfg.latent_search > 0:
@@ -315,6 +327,11 @@ class Trainer:
             if self.cfg.latent_estimate == "mean":
                 z = self.posterior_latents(batch, z, radius)
             self.latents[sel] = z.cpu()
+            start += len(sel)
+            if progress is not None:
+                progress(start, len(rows))
+                if time.perf_counter() - t0 < CHUNK_SECONDS:
+                    size = min(chunk, 2 * size)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
