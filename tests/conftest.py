@@ -112,3 +112,21 @@ def tiny_flex_run(tiny_flex_dataset, tmp_path_factory) -> Path:
 def make_tiny_config():
     """The :func:`tiny_train_config` factory: ``make_tiny_config(dataset_folder, **changes)``."""
     return tiny_train_config
+
+
+@pytest.fixture
+def run_info(monkeypatch, capsys):
+    """Run ``flexview info ARGS`` in-process; returns (exit code, stdout, stderr).
+
+    Only the info command is registered, so these tests do not depend on other commands.
+    """
+    from flexview import cli
+
+    monkeypatch.setattr(cli, "COMMANDS", ["info"])
+
+    def run(*args):
+        code = cli.main(["info", *map(str, args)])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

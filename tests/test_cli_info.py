@@ -11,21 +11,6 @@ from flexview.io.particles import SignedImages
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
-@pytest.fixture
-def run_info(monkeypatch, capsys):
-    """Run ``flexview info ARGS``; returns (exit code, stdout, stderr).
-
-    Only the info command is registered, so these tests do not depend on other commands.
-    """
-    monkeypatch.setattr(cli, "COMMANDS", ["info"])
-
-    def run(*args):
-        code = cli.main(["info", *map(str, args)])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
 
 def test_relion31_summary(run_info, shared_data):
     code, out, err = run_info(shared_data / "formats" / "relion31.star")

@@ -10,25 +10,12 @@ import mrcfile
 import numpy as np
 import pytest
 
-from flexview import cli
 from flexview.errors import FlexviewInputError
 from flexview.io import open_stack, read_cs, read_map, read_particles, read_star, stack_header, write_map, write_stack
 from flexview.io.mrc import read_header
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
-
-@pytest.fixture
-def run_info(monkeypatch, capsys):
-    """``flexview info ARGS`` in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(cli, "COMMANDS", ["info"])
-
-    def run(*args):
-        code = cli.main(["info", *map(str, args)])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def expect_error(call, path: Path, field: str) -> FlexviewInputError:

@@ -121,21 +121,31 @@ def _next_line(text: str, pos: int) -> tuple[str, int]:
     return text[pos:end], end + 1
 
 
-def _labels(text: str, pos: int, line: int, block: str, path: Path) -> tuple[list[str], int, int]:
-    """The ``_label`` lines of a loop header (blank and comment lines skipped)."""
-    labels: dict[str, int] = {}
+def _label_lines(text: str, pos: int, line: int) -> tuple[list[tuple[int, str]], int, int]:
+    """The consecutive ``_label …`` lines from ``pos`` (blank and comment lines skipped), each as
+    (line number, stripped text), and where parsing resumes."""
+    found = []
     while pos < len(text):
         raw, after = _next_line(text, pos)
         stripped = raw.strip()
         if stripped and not stripped.startswith("#"):
             if not stripped.startswith("_"):
                 break
-            label = stripped.split()[0][1:]
-            if label in labels:
-                raise FlexviewInputError(f"line {line}: column {label} appears twice in the loop of data_{block} "
-                                         f"(first at line {labels[label]})", path, label)
-            labels[label] = line
+            found.append((line, stripped))
         pos, line = after, line + 1
+    return found, pos, line
+
+
+def _labels(text: str, pos: int, line: int, block: str, path: Path) -> tuple[list[str], int, int]:
+    """The ``_label`` lines of a loop header."""
+    lines, pos, line = _label_lines(text, pos, line)
+    labels: dict[str, int] = {}
+    for number, stripped in lines:
+        label = stripped.split()[0][1:]
+        if label in labels:
+            raise FlexviewInputError(f"line {number}: column {label} appears twice in the loop of data_{block} "
+                                     f"(first at line {labels[label]})", path, label)
+        labels[label] = number
     if not labels:
         raise FlexviewInputError(f"line {line}: loop_ of data_{block} has no column labels", path, f"data_{block}")
     return list(labels), pos, line
@@ -200,23 +210,18 @@ def _check_widths(table: StarTable, labels: list[str], path: Path) -> None:
 def _pairs(text: str, pos: int, line: int, block: str, block_line: int,
            path: Path) -> tuple[StarTable, int, int]:
     """Consecutive ``_label value`` lines as a one-row table."""
-    values: dict[str, object] = {}
     first = line
-    while pos < len(text):
-        raw, after = _next_line(text, pos)
-        stripped = raw.strip()
-        if stripped and not stripped.startswith("#"):
-            if not stripped.startswith("_"):
-                break
-            tokens = TOKEN.findall(stripped)
-            label = tokens[0][1:]
-            if len(tokens) != 2:
-                raise FlexviewInputError(f"line {line}: label {label} needs exactly one value, found {len(tokens) - 1}",
-                                         path, label)
-            if label in values:
-                raise FlexviewInputError(f"line {line}: label {label} appears twice in data_{block}", path, label)
-            values[label] = _value(tokens[1])
-        pos, line = after, line + 1
+    lines, pos, line = _label_lines(text, pos, line)
+    values: dict[str, object] = {}
+    for number, stripped in lines:
+        tokens = TOKEN.findall(stripped)
+        label = tokens[0][1:]
+        if len(tokens) != 2:
+            raise FlexviewInputError(f"line {number}: label {label} needs exactly one value, found {len(tokens) - 1}",
+                                     path, label)
+        if label in values:
+            raise FlexviewInputError(f"line {number}: label {label} appears twice in data_{block}", path, label)
+        values[label] = _value(tokens[1])
     return StarTable(block, pd.DataFrame([values]), first), pos, line
 
 
