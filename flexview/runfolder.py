@@ -14,7 +14,7 @@ import contextlib
 import csv
 import io
 import json
-import pickle
+from pickle import UnpicklingError  # what torch.load(weights_only=True) raises; never unpickles
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +78,7 @@ def load_torch(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise FlexviewInputError("file not found", path) from None
-    except pickle.UnpicklingError as exc:
+    except UnpicklingError as exc:
         if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
             reason = ("it holds Python code or objects, not only tensors and numbers; flexview "
                       "loads only what it writes itself")
